@@ -1,0 +1,235 @@
+package inject
+
+import (
+	"errors"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// FdState is what the kernel holds for one fd of the process.
+type FdState struct {
+	Flags   int   // F_GETFL: access mode and status flags (O_APPEND, O_NONBLOCK, O_DIRECT, ...)
+	Cloexec bool  // FD_CLOEXEC
+	Offset  int64 // file position; -1 where the file has none (pipe, socket, O_PATH)
+}
+
+// FdState reads fd's flags, FD_CLOEXEC and offset inside the process.
+func (p *Process) FdState(fd int) (FdState, error) {
+	var st FdState
+	err := p.run(func() (err error) {
+		st, err = p.fdState(fd)
+		return err
+	})
+	return st, err
+}
+
+func (p *Process) fdState(fd int) (FdState, error) {
+	var st FdState
+	fl, err := p.call("fcntl F_GETFL", unix.SYS_FCNTL, uintptr(fd), unix.F_GETFL)
+	if err != nil {
+		return st, fmt.Errorf("fd %d of pid %d: %w", fd, p.pid, err)
+	}
+	st.Flags = int(fl)
+	fdfl, err := p.call("fcntl F_GETFD", unix.SYS_FCNTL, uintptr(fd), unix.F_GETFD)
+	if err != nil {
+		return st, fmt.Errorf("fd %d of pid %d: %w", fd, p.pid, err)
+	}
+	st.Cloexec = fdfl&unix.FD_CLOEXEC != 0
+	st.Offset = -1
+	if st.Flags&unix.O_PATH == 0 {
+		off, err := p.call("lseek", unix.SYS_LSEEK, uintptr(fd), 0, unix.SEEK_CUR)
+		switch {
+		case err == nil:
+			st.Offset = int64(off)
+		case !errors.Is(err, unix.ESPIPE):
+			return st, fmt.Errorf("fd %d of pid %d: %w", fd, p.pid, err)
+		}
+	}
+	return st, nil
+}
+
+// atFdcwd is AT_FDCWD (-100) as a syscall argument.
+const atFdcwd = ^uintptr(0) - 99
+
+// flagsNeverReopened are open flags that only make sense when a file is first created or
+// opened; reopening an fd with them could create or truncate the file.
+const flagsNeverReopened = unix.O_CREAT | unix.O_EXCL | unix.O_TRUNC | unix.O_NOCTTY | unix.O_CLOEXEC
+
+// Swap re-points fd at path inside the process: path is opened (in the process's own
+// mount namespace, root and cwd) with fd's F_GETFL flags — O_APPEND, O_NONBLOCK, O_DIRECT
+// kept, never O_CREAT or O_TRUNC — at fd's offset, and put on fd's number by dup3 with
+// FD_CLOEXEC kept. A directory is reopened at its start: directory offsets are cookies of
+// one filesystem and mean nothing on another. If any step fails, fd is left as it was and
+// the error carries the errno from inside the process.
+func (p *Process) Swap(fd int, path string) error {
+	return p.run(func() error {
+		if err := p.swap(fd, path); err != nil {
+			return fmt.Errorf("swap fd %d of pid %d to %s: %w", fd, p.pid, path, err)
+		}
+		return nil
+	})
+}
+
+func (p *Process) swap(fd int, path string) error {
+	st, err := p.fdState(fd)
+	if err != nil {
+		return err
+	}
+	p.ResetScratch()
+	pathAddr, err := p.putString(path)
+	if err != nil {
+		return err
+	}
+	tmp, err := p.call("openat", unix.SYS_OPENAT, atFdcwd, pathAddr, uintptr(st.Flags&^flagsNeverReopened), 0)
+	if err != nil {
+		return err
+	}
+	undo := func(cause error) error {
+		if _, cerr := p.call("close", unix.SYS_CLOSE, tmp); cerr != nil {
+			return errors.Join(cause, cerr)
+		}
+		return cause
+	}
+	if st.Offset > 0 && st.Flags&unix.O_DIRECTORY == 0 {
+		if _, err := p.call("lseek", unix.SYS_LSEEK, tmp, uintptr(st.Offset), unix.SEEK_SET); err != nil {
+			return undo(err)
+		}
+	}
+	var dupFlags uintptr
+	if st.Cloexec {
+		dupFlags = unix.O_CLOEXEC
+	}
+	if _, err := p.call("dup3", unix.SYS_DUP3, tmp, uintptr(fd), dupFlags); err != nil {
+		return undo(err)
+	}
+	_, err = p.call("close", unix.SYS_CLOSE, tmp)
+	return err
+}
+
+// Spare is a duplicate of an fd (or of the working directory) kept inside the process so
+// that a Swap or Chdir can be undone exactly: it shares the original open file, with its
+// offset and flags. It is close-on-exec and placed on a high fd number.
+type Spare struct {
+	Fd      int  // the duplicate's number in the process
+	Target  int  // the fd it stands for; -1 for the working directory
+	Cloexec bool // Target's FD_CLOEXEC, given back on Restore
+}
+
+// CwdTarget is Spare.Target for a spare of the working directory.
+const CwdTarget = -1
+
+// Spare keeps a duplicate of fd for Restore.
+func (p *Process) Spare(fd int) (Spare, error) {
+	var s Spare
+	err := p.run(func() error {
+		fdfl, err := p.call("fcntl F_GETFD", unix.SYS_FCNTL, uintptr(fd), unix.F_GETFD)
+		if err != nil {
+			return fmt.Errorf("spare fd %d of pid %d: %w", fd, p.pid, err)
+		}
+		dup, err := p.dupHigh(fd)
+		if err != nil {
+			return fmt.Errorf("spare fd %d of pid %d: %w", fd, p.pid, err)
+		}
+		s = Spare{Fd: dup, Target: fd, Cloexec: fdfl&unix.FD_CLOEXEC != 0}
+		return nil
+	})
+	return s, err
+}
+
+// SpareCwd keeps a handle on the working directory for Restore.
+func (p *Process) SpareCwd() (Spare, error) {
+	var s Spare
+	err := p.run(func() error {
+		p.ResetScratch()
+		dot, err := p.putString(".")
+		if err != nil {
+			return err
+		}
+		fd, err := p.call("openat", unix.SYS_OPENAT, atFdcwd, dot, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("spare cwd of pid %d: %w", p.pid, err)
+		}
+		high, err := p.dupHigh(int(fd))
+		if _, cerr := p.call("close", unix.SYS_CLOSE, fd); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("spare cwd of pid %d: %w", p.pid, err)
+		}
+		s = Spare{Fd: high, Target: CwdTarget}
+		return nil
+	})
+	return s, err
+}
+
+// dupHigh duplicates fd close-on-exec onto a high number, out of the way of the numbers
+// the program itself will get, or onto any free number when the high ones are taken.
+func (p *Process) dupHigh(fd int) (int, error) {
+	base := 3
+	var rl unix.Rlimit
+	if err := unix.Prlimit(p.pid, unix.RLIMIT_NOFILE, nil, &rl); err == nil {
+		base = int(min(rl.Cur/2, 1024))
+	}
+	dup, err := p.call("fcntl F_DUPFD_CLOEXEC", unix.SYS_FCNTL, uintptr(fd), unix.F_DUPFD_CLOEXEC, uintptr(base))
+	if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.EINVAL) {
+		dup, err = p.call("fcntl F_DUPFD_CLOEXEC", unix.SYS_FCNTL, uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	}
+	return int(dup), err
+}
+
+// Restore puts back what s stands for (the fd, with its FD_CLOEXEC, or the working
+// directory) and closes the spare.
+func (p *Process) Restore(s Spare) error {
+	return p.run(func() error {
+		var err error
+		if s.Target == CwdTarget {
+			_, err = p.call("fchdir", unix.SYS_FCHDIR, uintptr(s.Fd))
+		} else {
+			var dupFlags uintptr
+			if s.Cloexec {
+				dupFlags = unix.O_CLOEXEC
+			}
+			_, err = p.call("dup3", unix.SYS_DUP3, uintptr(s.Fd), uintptr(s.Target), dupFlags)
+		}
+		if err == nil {
+			_, err = p.call("close", unix.SYS_CLOSE, uintptr(s.Fd))
+		}
+		if err != nil {
+			return fmt.Errorf("restore %s of pid %d from spare fd %d: %w", s.what(), p.pid, s.Fd, err)
+		}
+		return nil
+	})
+}
+
+// DropSpare closes a spare that is no longer needed (the swap is committed).
+func (p *Process) DropSpare(s Spare) error {
+	return p.run(func() error {
+		if _, err := p.call("close", unix.SYS_CLOSE, uintptr(s.Fd)); err != nil {
+			return fmt.Errorf("drop spare fd %d of %s of pid %d: %w", s.Fd, s.what(), p.pid, err)
+		}
+		return nil
+	})
+}
+
+func (s Spare) what() string {
+	if s.Target == CwdTarget {
+		return "cwd"
+	}
+	return fmt.Sprintf("fd %d", s.Target)
+}
+
+// Chdir changes the process's working directory to path (resolved in the process).
+func (p *Process) Chdir(path string) error {
+	return p.run(func() error {
+		p.ResetScratch()
+		addr, err := p.putString(path)
+		if err == nil {
+			_, err = p.call("chdir", unix.SYS_CHDIR, addr)
+		}
+		if err != nil {
+			return fmt.Errorf("chdir pid %d to %s: %w", p.pid, path, err)
+		}
+		return nil
+	})
+}
