@@ -3,6 +3,11 @@ package inject
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -11,10 +16,12 @@ import (
 type FdState struct {
 	Flags   int   // F_GETFL: access mode and status flags (O_APPEND, O_NONBLOCK, O_DIRECT, ...)
 	Cloexec bool  // FD_CLOEXEC
-	Offset  int64 // file position; -1 where the file has none (pipe, socket, O_PATH)
+	Offset  int64 // file position
 }
 
-// FdState reads fd's flags, FD_CLOEXEC and offset inside the process.
+// FdState reads fd's flags, FD_CLOEXEC and offset. They come from /proc/PID/fdinfo,
+// which holds them exactly while the process is stopped, at a fraction of the cost of
+// injected fcntl and lseek calls.
 func (p *Process) FdState(fd int) (FdState, error) {
 	var st FdState
 	err := p.run(func() (err error) {
@@ -25,26 +32,45 @@ func (p *Process) FdState(fd int) (FdState, error) {
 }
 
 func (p *Process) fdState(fd int) (FdState, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%d", p.pid, fd))
+	if errors.Is(err, fs.ErrNotExist) {
+		return FdState{}, fmt.Errorf("fd %d of pid %d is not open: %w", fd, p.pid, unix.EBADF)
+	}
+	if err != nil {
+		return FdState{}, fmt.Errorf("fd %d of pid %d: %w", fd, p.pid, err)
+	}
+	st, err := parseFdinfo(data)
+	if err != nil {
+		return st, fmt.Errorf("fdinfo of fd %d of pid %d: %w", fd, p.pid, err)
+	}
+	return st, nil
+}
+
+// parseFdinfo reads the pos and flags lines of a /proc/PID/fdinfo/N file. Its flags are
+// the open file's flags plus O_CLOEXEC when the fd has FD_CLOEXEC.
+func parseFdinfo(data []byte) (FdState, error) {
 	var st FdState
-	fl, err := p.call("fcntl F_GETFL", unix.SYS_FCNTL, uintptr(fd), unix.F_GETFL)
-	if err != nil {
-		return st, fmt.Errorf("fd %d of pid %d: %w", fd, p.pid, err)
-	}
-	st.Flags = int(fl)
-	fdfl, err := p.call("fcntl F_GETFD", unix.SYS_FCNTL, uintptr(fd), unix.F_GETFD)
-	if err != nil {
-		return st, fmt.Errorf("fd %d of pid %d: %w", fd, p.pid, err)
-	}
-	st.Cloexec = fdfl&unix.FD_CLOEXEC != 0
-	st.Offset = -1
-	if st.Flags&unix.O_PATH == 0 {
-		off, err := p.call("lseek", unix.SYS_LSEEK, uintptr(fd), 0, unix.SEEK_CUR)
-		switch {
-		case err == nil:
-			st.Offset = int64(off)
-		case !errors.Is(err, unix.ESPIPE):
-			return st, fmt.Errorf("fd %d of pid %d: %w", fd, p.pid, err)
+	var havePos, haveFlags bool
+	for _, line := range strings.Split(string(data), "\n") {
+		k, v, _ := strings.Cut(line, ":")
+		v = strings.TrimSpace(v)
+		var err error
+		switch k {
+		case "pos":
+			st.Offset, err = strconv.ParseInt(v, 10, 64)
+			havePos = true
+		case "flags":
+			var fl int64
+			fl, err = strconv.ParseInt(v, 8, 64)
+			st.Flags, st.Cloexec = int(fl)&^unix.O_CLOEXEC, fl&unix.O_CLOEXEC != 0
+			haveFlags = true
 		}
+		if err != nil {
+			return st, fmt.Errorf("%s: %w", k, err)
+		}
+	}
+	if !havePos || !haveFlags {
+		return st, fmt.Errorf("no pos or flags in %q", data)
 	}
 	return st, nil
 }
@@ -74,6 +100,9 @@ func (p *Process) Swap(fd int, path string) error {
 func (p *Process) swap(fd int, path string) error {
 	st, err := p.fdState(fd)
 	if err != nil {
+		return err
+	}
+	if err := p.checkSwapTarget(path); err != nil {
 		return err
 	}
 	p.ResetScratch()
@@ -107,6 +136,41 @@ func (p *Process) swap(fd int, path string) error {
 	return err
 }
 
+// checkSwapTarget refuses, before anything is injected, a path that is not a regular file
+// or a directory as the process sees it: opening a fifo, say, could block the process for
+// ever. The path is looked up through /proc/PID/root or /proc/PID/cwd, which resolve in
+// the process's own root and mount namespace.
+func (p *Process) checkSwapTarget(path string) error {
+	base := fmt.Sprintf("/proc/%d/root", p.pid)
+	if !filepath.IsAbs(path) {
+		base = fmt.Sprintf("/proc/%d/cwd", p.pid)
+	}
+	fi, err := os.Stat(filepath.Join(base, path))
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the errno; the path is named by the caller's message
+		}
+		return err
+	}
+	if !fi.Mode().IsRegular() && !fi.IsDir() {
+		return fmt.Errorf("%s is a %s: only regular files and directories are swapped", path, fileKind(fi.Mode()))
+	}
+	return nil
+}
+
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeNamedPipe != 0:
+		return "fifo"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	case m&fs.ModeDevice != 0:
+		return "device"
+	}
+	return m.Type().String()
+}
+
 // Spare is a duplicate of an fd (or of the working directory) kept inside the process so
 // that a Swap or Chdir can be undone exactly: it shares the original open file, with its
 // offset and flags. It is close-on-exec and placed on a high fd number.
@@ -123,15 +187,15 @@ const CwdTarget = -1
 func (p *Process) Spare(fd int) (Spare, error) {
 	var s Spare
 	err := p.run(func() error {
-		fdfl, err := p.call("fcntl F_GETFD", unix.SYS_FCNTL, uintptr(fd), unix.F_GETFD)
+		st, err := p.fdState(fd)
 		if err != nil {
-			return fmt.Errorf("spare fd %d of pid %d: %w", fd, p.pid, err)
+			return fmt.Errorf("spare: %w", err)
 		}
 		dup, err := p.dupHigh(fd)
 		if err != nil {
 			return fmt.Errorf("spare fd %d of pid %d: %w", fd, p.pid, err)
 		}
-		s = Spare{Fd: dup, Target: fd, Cloexec: fdfl&unix.FD_CLOEXEC != 0}
+		s = Spare{Fd: dup, Target: fd, Cloexec: st.Cloexec}
 		return nil
 	})
 	return s, err

@@ -153,6 +153,7 @@ func TestStoppedProcessStaysStopped(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitState(t, c.pid, "T")
+	time.Sleep(30 * time.Millisecond) // let lines printed before the stop arrive
 	for len(c.lines) > 0 {
 		<-c.lines
 	}
@@ -465,6 +466,13 @@ func TestBadInput(t *testing.T) {
 		if !errors.Is(err, unix.ENOENT) {
 			t.Errorf("Swap to a missing path: %v, want ENOENT", err)
 		}
+		fifo := filepath.Join(dir, "fifo")
+		if err := unix.Mkfifo(fifo, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Swap(fds[1], fifo); err == nil || !strings.Contains(err.Error(), "is a fifo") {
+			t.Errorf("Swap to a fifo (whose open would block): %v, want a refusal", err)
+		}
 		detach(t, p)
 		if after := readFdInfo(t, c.pid, fds[1]); after != before {
 			t.Errorf("failed swap changed the fd: %+v -> %+v", before, after)
@@ -522,4 +530,3 @@ func kernelThread(t *testing.T) int {
 	t.Fatal("no kernel thread visible in /proc")
 	return 0
 }
-

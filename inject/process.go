@@ -5,17 +5,15 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// How long the kernel may take to stop the threads at attach, and to finish one injected
-// call. A thread in uninterruptible sleep (D) stops only when it leaves it.
-var (
-	attachTimeout  = 2 * time.Second
-	syscallTimeout = 10 * time.Second
-)
+// How long the kernel may take to stop the threads at attach. A thread in uninterruptible
+// sleep (D) stops only when it leaves it.
+var attachTimeout = 2 * time.Second
 
 // Process is a process under our control: every thread stopped until Detach.
 // It is not safe for concurrent use.
@@ -223,27 +221,44 @@ func (p *Process) lost(t *thread, what string, err error) error {
 	return fmt.Errorf("%s of thread %d: %w", what, t.tid, err)
 }
 
-// waitThread waits for the next stop of t. It polls rather than blocks: a killed
-// process's leader reports no exit while its other threads are ours, so a blocking wait
-// could wait forever; the slow path of the poll sees the exit in /proc instead.
-func (p *Process) waitThread(t *thread, timeout time.Duration) (stop, error) {
-	deadline := time.Now().Add(timeout)
-	var pause pacer
-	for {
-		s, ok, err := pollStop(t.tid)
-		if err != nil || (!ok && pause.slow() && exiting(t.tid)) {
-			t.gone, p.exited = true, true
-			return s, fmt.Errorf("thread %d: %w", t.tid, ErrExited)
+// waitThread blocks until t stops again. The kernel cannot report the exit of a killed
+// process's leader while its other threads are ours and unreaped, so while waiting, a
+// watchdog looks every few milliseconds whether the process is exiting and, if so, reaps
+// those threads (any thread of the tracer's process may), which lets the exit through.
+func (p *Process) waitThread(t *thread) (stop, error) {
+	var others []int
+	for _, o := range p.threads {
+		if o != t && !o.gone {
+			others = append(others, o.tid)
 		}
-		if ok {
-			return s, nil
-		}
-		if time.Now().After(deadline) {
-			return s, fmt.Errorf("thread %d did not stop within %v (state %c)", t.tid, timeout, threadState(t.tid))
-		}
-		pause.wait()
 	}
+	if len(others) > 0 {
+		var done atomic.Bool
+		var watchdog *time.Timer
+		watchdog = time.AfterFunc(watchdogPeriod, func() {
+			if done.Load() {
+				return
+			}
+			if !exiting(p.pid) {
+				watchdog.Reset(watchdogPeriod)
+				return
+			}
+			for _, tid := range others {
+				var info unix.Siginfo
+				_ = unix.Waitid(unix.P_PID, tid, &info, unix.WEXITED|unix.WNOHANG|unix.WALL, nil)
+			}
+		})
+		defer func() { done.Store(true); watchdog.Stop() }()
+	}
+	s, exited, err := waitStop(t.tid)
+	if err != nil || exited {
+		t.gone, p.exited = true, true
+		return s, fmt.Errorf("thread %d: %w", t.tid, ErrExited)
+	}
+	return s, nil
 }
+
+const watchdogPeriod = 20 * time.Millisecond
 
 // pfExiting is PF_EXITING in the flags field of /proc/PID/stat: set as soon as a thread
 // starts to exit, before its memory map and state letter change.

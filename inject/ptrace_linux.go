@@ -44,6 +44,38 @@ type childInfo struct {
 	status                int32 // for a ptrace stop: signal | event<<8
 }
 
+// si_code values of an exit in a waitid result (CLD_EXITED, CLD_KILLED, CLD_DUMPED; x/sys
+// has no constants for them).
+const (
+	cldExited = 1
+	cldKilled = 2
+	cldDumped = 3
+)
+
+// waitStop blocks until tid stops or exits, and collects the stop. An exit is only
+// reported (exited), never collected: the parent of the process, which may be livemig
+// itself, must still be able to wait for it.
+func waitStop(tid int) (s stop, exited bool, err error) {
+	for {
+		var info unix.Siginfo
+		err = unix.Waitid(unix.P_PID, tid, &info, unix.WSTOPPED|unix.WEXITED|unix.WNOWAIT|unix.WALL, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return s, false, err
+		}
+		switch (*childInfo)(unsafe.Pointer(&info)).code {
+		case cldExited, cldKilled, cldDumped:
+			return s, true, nil
+		}
+		var ok bool
+		if s, ok, err = pollStop(tid); ok || err != nil {
+			return s, false, err
+		}
+	}
+}
+
 // pollStop collects a ptrace stop of tid if one is pending, without blocking. It never
 // collects an exit: the parent of the process, which may be livemig itself, must still
 // be able to wait for it.

@@ -1,29 +1,43 @@
 package inject
 
-import "runtime"
+import (
+	"runtime"
+
+	"golang.org/x/sys/unix"
+)
 
 // tracer runs functions on one OS thread for the whole life of a ptrace session, because
 // the kernel accepts ptrace requests for a tracee only from the thread that attached it.
 type tracer struct {
 	work chan func()
+	tid  int // the OS thread
 }
 
 func newTracer() *tracer {
 	t := &tracer{work: make(chan func())}
+	ready := make(chan struct{})
 	go func() {
 		// Never unlocked: when the session ends the goroutine exits and the runtime ends
 		// its thread, and with it any ptrace relation the thread might still hold (the
 		// kernel then detaches the tracees itself).
 		runtime.LockOSThread()
+		t.tid = unix.Gettid()
+		close(ready)
 		for f := range t.work {
 			f()
 		}
 	}()
+	<-ready
 	return t
 }
 
-// do runs f on the tracer thread and returns its error.
+// do runs f on the tracer thread and returns its error. Called on the tracer thread
+// itself (inside Process.Do), it runs f at once: handing work to a sleeping thread costs
+// more than an injected syscall, so batches of calls are made there.
 func (t *tracer) do(f func() error) error {
+	if unix.Gettid() == t.tid {
+		return f()
+	}
 	errc := make(chan error, 1)
 	t.work <- func() { errc <- f() }
 	return <-errc
