@@ -530,3 +530,82 @@ func kernelThread(t *testing.T) int {
 	t.Fatal("no kernel thread visible in /proc")
 	return 0
 }
+
+// Threads created while we attach are caught too: once Attach returns, no thread of the
+// process runs.
+func TestAttachCatchesThreadsCreatedMeanwhile(t *testing.T) {
+	testutil.RequireRoot(t)
+	c := startChild(t, nil, buildTestdata(t, "spawner"))
+	c.expect(t, "ready")
+	for round := 0; round < 20; round++ {
+		p := attach(t, c.pid)
+		tids, err := listThreads(c.pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tid := range tids {
+			if st := stateOf(t, tid); st != 't' && st != 'Z' && st != 'X' && st != '?' {
+				t.Fatalf("round %d: thread %d in state %c after Attach (%d threads held)", round, tid, st, len(p.Threads()))
+			}
+		}
+		detach(t, p)
+	}
+}
+
+// Detach leaves no trace: the registers of the blocked syscall, the signal masks and
+// the memory map are as before, and the spare fds are gone once dropped.
+func TestDetachLeavesNoTrace(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := testutil.MountTmpfs(t)
+	path := filepath.Join(dir, "f")
+	if err := os.WriteFile(path, make([]byte, 100), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := startChild(t, nil, buildTestdata(t, "fdkinds"), path, path, path)
+	var fds [3]int
+	fmt.Sscanf(c.expect(t, "fds "), "fds %d %d %d", &fds[0], &fds[1], &fds[2])
+	waitState(t, c.pid, "S")
+	snapshot := func() string {
+		var b strings.Builder
+		for _, f := range []string{"syscall", "maps"} {
+			data, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", c.pid, f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.Write(data)
+		}
+		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.pid))
+		for _, line := range strings.Split(string(status), "\n") {
+			if strings.HasPrefix(line, "Sig") || strings.HasPrefix(line, "ShdPnd") {
+				b.WriteString(line + "\n")
+			}
+		}
+		return b.String()
+	}
+	before, fdsBefore := snapshot(), countFds(t, c.pid)
+
+	p := attach(t, c.pid)
+	spare, err := p.Spare(fds[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Swap(fds[1], path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.WriteScratch(make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.DropSpare(spare); err != nil {
+		t.Fatal(err)
+	}
+	detach(t, p)
+	waitState(t, c.pid, "S")
+	if after := snapshot(); after != before {
+		t.Errorf("process state changed across attach/detach:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	if got := countFds(t, c.pid); got != fdsBefore {
+		t.Errorf("%d fds before, %d after", fdsBefore, got)
+	}
+	c.send(t, "w")
+	c.expect(t, "done")
+}
