@@ -549,6 +549,15 @@ func TestAttachCatchesThreadsCreatedMeanwhile(t *testing.T) {
 			}
 		}
 		detach(t, p)
+		testutil.Eventually(t, time.Second, "no thread traced after Detach", func() bool {
+			tids, _ := listThreads(c.pid)
+			for _, tid := range tids {
+				if info, err := readProcInfo(tid); err == nil && info.tracerPid != 0 {
+					return false
+				}
+			}
+			return true
+		})
 	}
 }
 

@@ -100,6 +100,9 @@ func (p *Process) Threads() []int {
 func (p *Process) attachAll() error {
 	deadline := time.Now().Add(attachTimeout)
 	for {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("threads kept appearing for %v", attachTimeout)
+		}
 		tids, err := listThreads(p.pid)
 		if err != nil {
 			return err
@@ -111,10 +114,10 @@ func (p *Process) attachAll() error {
 			}
 			t := &thread{tid: tid}
 			if err := unix.PtraceSeize(tid); err != nil {
-				if err == unix.ESRCH || (err == unix.EPERM && threadState(tid) == 'Z') {
-					continue // exited meanwhile, or a zombie leader: nothing to stop
+				if err == unix.ESRCH || exiting(tid) {
+					continue // exited meanwhile, or exiting (EPERM): nothing to stop
 				}
-				if info, ierr := readProcInfo(p.pid); ierr == nil && info.tracerPid != 0 {
+				if info, ierr := readProcInfo(tid); ierr == nil && info.tracerPid != 0 && info.tracerPid != p.tr.tid {
 					return &TracedError{Pid: p.pid, TracerPid: info.tracerPid}
 				}
 				return fmt.Errorf("seize thread %d: %w", tid, err)

@@ -16,19 +16,28 @@ type tracer struct {
 func newTracer() *tracer {
 	t := &tracer{work: make(chan func())}
 	ready := make(chan struct{})
-	go func() {
-		// Never unlocked: when the session ends the goroutine exits and the runtime ends
-		// its thread, and with it any ptrace relation the thread might still hold (the
-		// kernel then detaches the tracees itself).
-		runtime.LockOSThread()
-		t.tid = unix.Gettid()
-		close(ready)
-		for f := range t.work {
-			f()
-		}
-	}()
+	go t.serve(ready)
 	<-ready
 	return t
+}
+
+// serve runs the work on a locked thread that is never unlocked: when the session ends the
+// goroutine exits, the runtime ends its thread, and the kernel releases whatever that
+// thread still traced (a thread that exited while held, say). The main thread is the one
+// thread the runtime never ends, so serve moves off it.
+func (t *tracer) serve(ready chan struct{}) {
+	runtime.LockOSThread()
+	if unix.Gettid() == unix.Getpid() {
+		go t.serve(ready) // cannot land on this thread while we hold it
+		<-ready
+		runtime.UnlockOSThread()
+		return
+	}
+	t.tid = unix.Gettid()
+	close(ready)
+	for f := range t.work {
+		f()
+	}
 }
 
 // do runs f on the tracer thread and returns its error. Called on the tracer thread
