@@ -295,15 +295,15 @@ func tgidOf(tid int) int {
 // scanner holds what one discovery pass shares between processes: the mount tables and
 // socket bindings of each namespace seen, read once.
 type scanner struct {
-	src      Source
-	self     int
-	exclude  map[int]bool
-	selfMnt  uint64 // our mount namespace inode
+	src     Source
+	self    int
+	exclude map[int]bool
+	selfMnt uint64 // our mount namespace inode
 	// srcMountDev is the device mountinfo gives SRC's mount; it differs from st_dev on
 	// filesystems with per-subvolume devices (btrfs).
 	srcMountDev uint64
-	mounts   map[uint64][]mount          // by mount namespace inode
-	bindings map[uint64]map[uint64]string // net namespace inode -> socket inode -> path
+	mounts      map[uint64][]mount           // by mount namespace inode
+	bindings    map[uint64]map[uint64]string // net namespace inode -> socket inode -> path
 }
 
 func newScanner(s Source, opts Options) (*scanner, error) {
