@@ -109,6 +109,15 @@ type Target struct {
 	StartTime uint64 `json:"start_time"` // /proc/PID/stat field 22, clock ticks after boot
 }
 
+// TargetOf names the process that has pid now.
+func TargetOf(pid int) (Target, error) {
+	st, err := readProcStat("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return Target{}, fmt.Errorf("pid %d: %w", pid, err)
+	}
+	return Target{PID: pid, StartTime: st.StartTime}, nil
+}
+
 // Process is a process that uses SRC, with everything of it that lies under SRC.
 type Process struct {
 	Target

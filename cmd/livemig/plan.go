@@ -64,7 +64,7 @@ func discoverForPlan(src string, pids []int) (*cutover.Discovery, error) {
 	var noProc *cutover.NoSuchProcessError
 	var notUsing *cutover.NotUsingSourceError
 	if errors.As(err, &noProc) || errors.As(err, &notUsing) {
-		return nil, usagef("--pid %v", err)
+		return nil, usagef("--pid: %v", err)
 	}
 	return d, err
 }
