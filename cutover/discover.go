@@ -237,19 +237,23 @@ func Discover(src string, opts Options) (*Discovery, error) {
 	if err != nil {
 		return nil, err
 	}
-	return discover(s, opts, true)
+	d, _, err := discover(s, opts, true, nil)
+	return d, err
 }
 
 // discover is Discover for a resolved source; strict=false lets requested pids be gone
-// (a rescan, after some of them may have exited).
-func discover(s Source, opts Options, strict bool) (*Discovery, error) {
+// (a rescan, after some of them may have exited). Processes in skip, found not using
+// SRC by an earlier pass, are passed over. It returns the processes it found not using
+// SRC, for the next pass to skip.
+func discover(s Source, opts Options, strict bool, skip map[int]bool) (*Discovery, map[int]bool, error) {
 	sc, err := newScanner(s, opts)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	sc.skip = skip
 	pids, err := sc.candidatePIDs(opts.PIDs, strict)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	d := &Discovery{Source: s}
 	for _, pid := range pids {
@@ -260,7 +264,7 @@ func discover(s Source, opts Options, strict bool) (*Discovery, error) {
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if p != nil {
 			d.Processes = append(d.Processes, *p)
@@ -269,11 +273,11 @@ func discover(s Source, opts Options, strict bool) (*Discovery, error) {
 	if strict {
 		for _, want := range opts.PIDs {
 			if !d.has(tgidOf(want)) {
-				return nil, &NotUsingSourceError{PID: want, Src: s.Path}
+				return nil, nil, &NotUsingSourceError{PID: want, Src: s.Path}
 			}
 		}
 	}
-	return d, nil
+	return d, sc.nonUsers, nil
 }
 
 func (d *Discovery) has(pid int) bool {
@@ -313,6 +317,12 @@ type scanner struct {
 	srcMountDev uint64
 	mounts      map[uint64][]mount           // by mount namespace inode
 	bindings    map[uint64]map[uint64]string // net namespace inode -> socket inode -> path
+	// skip are pids known not to use SRC: not scanned again. By pid alone, because
+	// reading /proc/PID/stat for the start time is most of a pass's cost, and the kernel
+	// hands out pids cyclically, so a pid is not reused within the milliseconds between
+	// two passes short of cycling through all of pid_max.
+	skip     map[int]bool
+	nonUsers map[int]bool // scanned and found not using SRC
 }
 
 func newScanner(s Source, opts Options) (*scanner, error) {
@@ -320,6 +330,7 @@ func newScanner(s Source, opts Options) (*scanner, error) {
 		src:      s,
 		self:     os.Getpid(),
 		exclude:  map[int]bool{},
+		nonUsers: map[int]bool{},
 		mounts:   map[uint64][]mount{},
 		bindings: map[uint64]map[uint64]string{},
 	}
@@ -387,6 +398,10 @@ func (sc *scanner) scanProcess(pid int) (*Process, error) {
 	if pid == sc.self || sc.exclude[pid] {
 		return nil, nil
 	}
+	if sc.skip[pid] {
+		sc.nonUsers[pid] = true
+		return nil, nil
+	}
 	p, err := sc.scanProcessOrGone(pid)
 	if gone(err) {
 		return nil, nil
@@ -403,10 +418,12 @@ func (sc *scanner) scanProcessOrGone(pid int) (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
+	target := Target{PID: pid, StartTime: st.StartTime}
 	if st.Flags&pfKthread != 0 {
+		sc.nonUsers[pid] = true
 		return nil, nil
 	}
-	p := &Process{Target: Target{PID: pid, StartTime: st.StartTime}, PPID: st.PPID, Comm: st.Comm, State: string(st.State)}
+	p := &Process{Target: target, PPID: st.PPID, Comm: st.Comm, State: string(st.State)}
 	if p.Threads, err = listTasks(pid); err != nil {
 		return nil, err
 	}
@@ -459,6 +476,7 @@ func (sc *scanner) scanProcessOrGone(pid int) (*Process, error) {
 		return nil, err
 	}
 	if len(p.Cwd) == 0 && len(p.Root) == 0 && p.Exe == nil && len(p.FDs) == 0 && len(p.Maps) == 0 {
+		sc.nonUsers[pid] = true
 		return nil, nil
 	}
 	if b, err := os.ReadFile(dir + "/cmdline"); err == nil {

@@ -303,3 +303,79 @@ func copyFile(t *testing.T, from, to string) {
 		t.Fatal(err)
 	}
 }
+
+// A process in another mount namespace that reaches SRC's filesystem through a bind
+// mount that exists only there is found, with its path below SRC.
+func TestDiscoverOtherMountNamespace(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.RequireTool(t, "unshare")
+	src := testutil.MountTmpfs(t)
+	if err := os.Mkdir(filepath.Join(src, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	alt := t.TempDir()
+	script := `mount --bind "$1/sub" "$2" && cd "$2" && exec 3>>"$2/f" && echo ready && exec sleep 100`
+	c := startChild(t, "unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", src, alt)
+	p := processOf(t, discoverT(t, src, Options{}), c.pid())
+	fd := fdOf(t, p, 3)
+	if fd.Rel != "sub/f" || fd.Path != filepath.Join(alt, "f") {
+		t.Errorf("fd 3 = %q rel %q, want %s rel sub/f", fd.Path, fd.Rel, filepath.Join(alt, "f"))
+	}
+	if len(p.Cwd) != 1 || p.Cwd[0].Rel != "sub" {
+		t.Errorf("cwd %+v, want rel sub", p.Cwd)
+	}
+}
+
+// BenchmarkDiscover: one pass over /proc with one user of SRC among 100 other processes;
+// FreezeUsers pays one such pass inside the pause.
+func BenchmarkDiscover(b *testing.B) {
+	testutil.RequireRoot(b)
+	src := testutil.MountTmpfs(b)
+	other := b.TempDir()
+	for i := 0; i < 100; i++ {
+		c := exec.Command("sleep", "1000")
+		c.Dir = other
+		testutil.Start(b, c)
+	}
+	c := exec.Command("sleep", "1000")
+	c.Dir = src
+	testutil.Start(b, c)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		d, err := Discover(src, Options{})
+		if err != nil || len(d.Processes) != 1 {
+			b.Fatalf("%v %v", d, err)
+		}
+	}
+}
+
+// BenchmarkRescan is the pass FreezeUsers makes inside the pause: the same setup, with
+// the other processes known from a first pass.
+func BenchmarkRescan(b *testing.B) {
+	testutil.RequireRoot(b)
+	src := testutil.MountTmpfs(b)
+	other := b.TempDir()
+	for i := 0; i < 100; i++ {
+		c := exec.Command("sleep", "1000")
+		c.Dir = other
+		testutil.Start(b, c)
+	}
+	c := exec.Command("sleep", "1000")
+	c.Dir = src
+	testutil.Start(b, c)
+	s, err := ResolveSource(src)
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, nonUsers, err := discover(s, Options{}, false, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		d, _, err := discover(s, Options{}, false, nonUsers)
+		if err != nil || len(d.Processes) != 1 {
+			b.Fatalf("%v %v", d, err)
+		}
+	}
+}

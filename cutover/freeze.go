@@ -312,12 +312,17 @@ const maxFreezeRounds = 16
 // again until a pass finds no process that is not frozen yet (a child forked while its
 // parent was being stopped). The Discovery returned was taken with every process in it
 // frozen, so it stays true until thaw. On error, call f.Thaw.
+//
+// The passes after the first run inside the pause, so they only look at what can have
+// changed that matters: the frozen processes, and processes the previous pass did not
+// see. A process that was running, not using src, and opens something under it after
+// the first pass is not caught; nothing short of freezing every process could.
 func FreezeUsers(ctx context.Context, src string, opts Options, f Freezer) (*Discovery, error) {
 	s, err := ResolveSource(src)
 	if err != nil {
 		return nil, err
 	}
-	d, err := discover(s, opts, true)
+	d, nonUsers, err := discover(s, opts, true, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -338,9 +343,9 @@ func FreezeUsers(ctx context.Context, src string, opts Options, f Freezer) (*Dis
 		for _, t := range fresh {
 			frozen[t] = true
 		}
-		// Rescan everything: the frozen processes may have changed files between
-		// their discovery and their stop, and a new child may have appeared anywhere.
-		if d, err = discover(s, opts, false); err != nil {
+		// The frozen processes are scanned again: they may have changed files between
+		// their discovery and their stop.
+		if d, nonUsers, err = discover(s, opts, false, nonUsers); err != nil {
 			return nil, err
 		}
 	}
