@@ -786,7 +786,9 @@ func (sc *scanner) boundUnder(v view, pid int, ino uint64) (*Node, error) {
 		}
 		byInode = map[uint64]string{}
 		for _, b := range list {
-			byInode[b.Inode] = b.Path
+			if b.HoldsName {
+				byInode[b.Inode] = b.Path
+			}
 		}
 		sc.bindings[st.Ino] = byInode
 	}

@@ -6,7 +6,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -15,7 +17,17 @@ import (
 
 func TestDiscoverItemKinds(t *testing.T) {
 	testutil.RequireRoot(t)
-	src := testutil.MountTmpfs(t)
+	t.Run("tmpfs mount point", func(t *testing.T) { testItemKinds(t, testutil.MountTmpfs(t)) })
+	t.Run("ext4 subdirectory", func(t *testing.T) {
+		src := filepath.Join(testutil.MountExt4(t, 64), "data")
+		if err := os.Mkdir(src, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		testItemKinds(t, src)
+	})
+}
+
+func testItemKinds(t *testing.T, src string) {
 	h := startChild(t, testutil.BuildC(t, holderC), src)
 	d := discoverT(t, src, Options{})
 	p := processOf(t, d, h.pid())
@@ -377,5 +389,27 @@ func BenchmarkRescan(b *testing.B) {
 		if err != nil || len(d.Processes) != 1 {
 			b.Fatalf("%v %v", d, err)
 		}
+	}
+}
+
+// A process chrooted into SRC has its root there; /proc shows its paths from our root.
+func TestDiscoverChrootedProcess(t *testing.T) {
+	testutil.RequireRoot(t)
+	src := testutil.MountTmpfs(t)
+	copyFile(t, testutil.BuildC(t, tickerC, "-static", "-pthread"), filepath.Join(src, "ticker"))
+	cmd := exec.Command("/ticker", "/")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: src}
+	testutil.Start(t, cmd)
+	testutil.Eventually(t, 5*time.Second, "ticker started", func() bool { return testutil.FileSize(filepath.Join(src, "ticks")) > 0 })
+
+	p := processOf(t, discoverT(t, src, Options{}), cmd.Process.Pid)
+	if len(p.Root) != 1 || p.Root[0].Rel != "" || p.Root[0].Path != src {
+		t.Errorf("root %+v, want %s", p.Root, src)
+	}
+	if len(p.Cwd) != 1 || p.Cwd[0].Rel != "" || p.Exe == nil || p.Exe.Rel != "ticker" {
+		t.Errorf("cwd %+v exe %+v", p.Cwd, p.Exe)
+	}
+	if len(p.FDs) != 1 || p.FDs[0].Rel != "ticks" || p.FDs[0].Path != filepath.Join(src, "ticks") {
+		t.Errorf("fds %+v, want ticks", p.FDs)
 	}
 }

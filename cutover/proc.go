@@ -309,7 +309,13 @@ func escapeNewlines(s string) string { return strings.ReplaceAll(s, "\n", `\012`
 type unixBinding struct {
 	Inode uint64 // the socket's inode in sockfs, as in an fd link "socket:[N]"
 	Path  string // as given to bind(2): possibly relative, resolved in the binder's view
+	// Listening (__SO_ACCEPTCON) or datagram: the socket that holds the name. A stream
+	// socket returned by accept shows its listener's name too, but holds nothing.
+	HoldsName bool
 }
+
+// soAcceptCon is __SO_ACCEPTCON, the "Flags" bit of a listening socket in /proc/net/unix.
+const soAcceptCon = 1 << 16
 
 // readUnixBindings reads the unix sockets of one network namespace that are bound to a
 // path (abstract names start with '@' and live in no filesystem).
@@ -332,7 +338,9 @@ func parseUnixBindings(b []byte) []unixBinding {
 			continue
 		}
 		ino, err := strconv.ParseUint(f[6], 10, 64)
-		if err != nil || len(f) == 7 {
+		flags, err1 := strconv.ParseUint(f[3], 16, 32)
+		typ, err2 := strconv.ParseUint(f[4], 16, 32)
+		if err != nil || err1 != nil || err2 != nil || len(f) == 7 {
 			continue
 		}
 		// The name is everything after the inode column and one space, verbatim.
@@ -344,7 +352,8 @@ func parseUnixBindings(b []byte) []unixBinding {
 		if strings.HasPrefix(name, "@") {
 			continue
 		}
-		out = append(out, unixBinding{Inode: ino, Path: name})
+		holds := flags&soAcceptCon != 0 || typ == unix.SOCK_DGRAM
+		out = append(out, unixBinding{Inode: ino, Path: name, HoldsName: holds})
 	}
 	return out
 }

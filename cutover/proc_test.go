@@ -96,8 +96,16 @@ func TestParseUnixBindings(t *testing.T) {
 		"0000000000000000: 00000002 00000000 00010000 0001 01 31338 /src/new\nline sock\n" +
 		"0000000000000000: 00000002 00000000 00010000 0001 01 31339 @abstract\n" +
 		"0000000000000000: 00000003 00000000 00000000 0001 03  1144\n" +
-		"0000000000000000: 00000002 00000000 00010000 0001 01 31340 relative\n"
-	want := []unixBinding{{31337, "/src/sock"}, {31338, "/src/new\nline sock"}, {31340, "relative"}}
+		"0000000000000000: 00000002 00000000 00010000 0001 01 31340 relative\n" +
+		"0000000000000000: 00000003 00000000 00000000 0001 03 31341 /src/sock\n" +
+		"0000000000000000: 00000002 00000000 00000000 0002 07 31342 /src/dgram\n"
+	want := []unixBinding{
+		{31337, "/src/sock", true},
+		{31338, "/src/new\nline sock", true},
+		{31340, "relative", true},
+		{31341, "/src/sock", false}, // accepted from the listener 31337: holds no name
+		{31342, "/src/dgram", true},
+	}
 	if got := parseUnixBindings([]byte(text)); !reflect.DeepEqual(got, want) {
 		t.Errorf("got %+v\nwant %+v", got, want)
 	}
