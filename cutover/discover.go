@@ -617,25 +617,37 @@ func (sc *scanner) locate(v view, path string, stx *unix.Statx_t) (Node, bool) {
 
 const deletedMarker = " (deleted)"
 
-// linkTarget reads a /proc magic link and tells whether the file's name is gone. The
-// kernel appends " (deleted)" to an unlinked name, but a real name may end so too: the
-// name counts as real when it still leads to the same inode.
-func linkTarget(v view, link string, stx *unix.Statx_t) (path string, deleted bool, err error) {
-	raw, err := os.Readlink(link)
-	if err != nil {
-		return "", false, err
-	}
+// resolveDeleted tells from a /proc magic link's text raw whether the file's name is
+// gone. The kernel appends " (deleted)" to an unlinked name, but a real name may end so
+// too: the name counts as real when it still leads to the same inode.
+func resolveDeleted(v view, raw string, stx *unix.Statx_t) (path string, deleted bool) {
 	if !strings.HasSuffix(raw, deletedMarker) || !strings.HasPrefix(raw, "/") {
-		return raw, false, nil
+		return raw, false
 	}
-	if stx != nil && stx.Nlink > 0 {
+	if stx.Nlink > 0 {
 		var st unix.Stat_t
 		if unix.Lstat(v.prefix+raw, &st) == nil && st.Ino == stx.Ino &&
 			st.Dev == unix.Mkdev(stx.Dev_major, stx.Dev_minor) {
-			return raw, false, nil
+			return raw, false
 		}
 	}
-	return strings.TrimSuffix(raw, deletedMarker), true, nil
+	return strings.TrimSuffix(raw, deletedMarker), true
+}
+
+// nodeUnder stats what the magic link points at and returns its Node if it lies under
+// SRC; raw is the link's text, read just before.
+func (sc *scanner) nodeUnder(v view, link, raw string) (*Node, error) {
+	stx, err := statxFollow(link)
+	if err != nil {
+		return nil, err
+	}
+	path, deleted := resolveDeleted(v, raw, &stx)
+	n, ok := sc.locate(v, path, &stx)
+	if !ok {
+		return nil, nil
+	}
+	n.Deleted = deleted
+	return &n, nil
 }
 
 func (sc *scanner) scanLocation(v view, tid int, link string, kind Kind) (*Location, error) {
@@ -646,20 +658,11 @@ func (sc *scanner) scanLocation(v view, tid int, link string, kind Kind) (*Locat
 	if !sc.mayBeUnder(v, strings.TrimSuffix(raw, deletedMarker), false) {
 		return nil, nil
 	}
-	stx, err := statxFollow(link)
-	if err != nil {
+	n, err := sc.nodeUnder(v, link, raw)
+	if n == nil || err != nil {
 		return nil, err
 	}
-	path, deleted, err := linkTarget(v, link, &stx)
-	if err != nil {
-		return nil, err
-	}
-	n, ok := sc.locate(v, path, &stx)
-	if !ok {
-		return nil, nil
-	}
-	n.Deleted = deleted
-	return &Location{TID: tid, Kind: kind, Node: n}, nil
+	return &Location{TID: tid, Kind: kind, Node: *n}, nil
 }
 
 func (sc *scanner) scanFDs(p *Process, v view, tid int, taskDir string) error {
@@ -707,20 +710,11 @@ func (sc *scanner) scanFD(p *Process, v view, tid int, taskDir string, num int) 
 		if !strings.HasPrefix(raw, "/") || !sc.mayBeUnder(v, strings.TrimSuffix(raw, deletedMarker), false) {
 			return nil, nil // pipe:[..], anon_inode:..., or plainly elsewhere
 		}
-		stx, err := statxFollow(link)
-		if err != nil {
+		n, err := sc.nodeUnder(v, link, raw)
+		if n == nil || err != nil {
 			return nil, err
 		}
-		path, deleted, err := linkTarget(v, link, &stx)
-		if err != nil {
-			return nil, err
-		}
-		n, ok := sc.locate(v, path, &stx)
-		if !ok {
-			return nil, nil
-		}
-		n.Deleted = deleted
-		fd.Node, fd.Kind = n, kindOfFD(stx.Mode, deleted)
+		fd.Node, fd.Kind = *n, kindOfFD(n.Mode, n.Deleted)
 	}
 	info, err := readFDInfo(taskDir + "/fdinfo/" + strconv.Itoa(num))
 	if err != nil {
@@ -733,7 +727,7 @@ func (sc *scanner) scanFD(p *Process, v view, tid int, taskDir string, num int) 
 	return fd, nil
 }
 
-func kindOfFD(mode uint16, deleted bool) Kind {
+func kindOfFD(mode uint32, deleted bool) Kind {
 	switch mode & unix.S_IFMT {
 	case unix.S_IFREG:
 		if deleted {
@@ -835,23 +829,21 @@ func (sc *scanner) scanMaps(p *Process, v view, dir string) error {
 			continue
 		}
 		link := dir + "/map_files/" + mapFilesName(e.Start, e.End)
-		stx, err := statxFollow(link)
+		raw, err := os.Readlink(link)
+		var n *Node
+		if err == nil {
+			n, err = sc.nodeUnder(v, link, raw)
+		}
 		if gone(err) {
 			continue // unmapped meanwhile
 		}
 		if err != nil {
 			return fmt.Errorf("mapping %x-%x: %w", e.Start, e.End, err)
 		}
-		path, deleted, err := linkTarget(v, link, &stx)
-		if err != nil {
-			return fmt.Errorf("mapping %x-%x: %w", e.Start, e.End, err)
-		}
-		n, ok := sc.locate(v, path, &stx)
-		if !ok {
+		if n == nil {
 			continue
 		}
-		n.Deleted = deleted
-		m := Mapping{Start: e.Start, End: e.End, Perms: e.Perms, Offset: e.Offset, Node: n,
+		m := Mapping{Start: e.Start, End: e.End, Perms: e.Perms, Offset: e.Offset, Node: *n,
 			Shared: e.Perms[3] == 's', Prot: protOf(e.Perms), Kind: KindPrivateMap}
 		if m.Shared {
 			m.Kind = KindSharedMap

@@ -341,17 +341,7 @@ func TestDiscoverOtherMountNamespace(t *testing.T) {
 // BenchmarkDiscover: one pass over /proc with one user of SRC among 100 other processes;
 // FreezeUsers pays one such pass inside the pause.
 func BenchmarkDiscover(b *testing.B) {
-	testutil.RequireRoot(b)
-	src := testutil.MountTmpfs(b)
-	other := b.TempDir()
-	for i := 0; i < 100; i++ {
-		c := exec.Command("sleep", "1000")
-		c.Dir = other
-		testutil.Start(b, c)
-	}
-	c := exec.Command("sleep", "1000")
-	c.Dir = src
-	testutil.Start(b, c)
+	src := startBenchProcesses(b)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		d, err := Discover(src, Options{})
@@ -364,17 +354,7 @@ func BenchmarkDiscover(b *testing.B) {
 // BenchmarkRescan is the pass FreezeUsers makes inside the pause: the same setup, with
 // the other processes known from a first pass.
 func BenchmarkRescan(b *testing.B) {
-	testutil.RequireRoot(b)
-	src := testutil.MountTmpfs(b)
-	other := b.TempDir()
-	for i := 0; i < 100; i++ {
-		c := exec.Command("sleep", "1000")
-		c.Dir = other
-		testutil.Start(b, c)
-	}
-	c := exec.Command("sleep", "1000")
-	c.Dir = src
-	testutil.Start(b, c)
+	src := startBenchProcesses(b)
 	s, err := ResolveSource(src)
 	if err != nil {
 		b.Fatal(err)
@@ -412,4 +392,21 @@ func TestDiscoverChrootedProcess(t *testing.T) {
 	if len(p.FDs) != 1 || p.FDs[0].Rel != "ticks" || p.FDs[0].Path != filepath.Join(src, "ticks") {
 		t.Errorf("fds %+v, want ticks", p.FDs)
 	}
+}
+
+// startBenchProcesses starts 100 processes elsewhere and one with its cwd in a new
+// tmpfs, which it returns.
+func startBenchProcesses(b *testing.B) string {
+	testutil.RequireRoot(b)
+	src := testutil.MountTmpfs(b)
+	other := b.TempDir()
+	for i := 0; i <= 100; i++ {
+		c := exec.Command("sleep", "1000")
+		c.Dir = other
+		if i == 100 {
+			c.Dir = src
+		}
+		testutil.Start(b, c)
+	}
+	return src
 }

@@ -18,15 +18,7 @@ import (
 func TestSignalFreezerStopsAllThreadsAndThaws(t *testing.T) {
 	testutil.RequireRoot(t)
 	src := testutil.MountTmpfs(t)
-	ticker := testutil.BuildC(t, tickerC, "-pthread")
-	var kids []*child
-	for i := 0; i < 3; i++ {
-		dir := filepath.Join(src, strconv.Itoa(i))
-		if err := os.Mkdir(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		kids = append(kids, startChild(t, ticker, dir, "4"))
-	}
+	kids := startTickers(t, src, 3, 4)
 	f := NewSignalFreezer(nil)
 	t.Cleanup(func() { _ = f.Thaw() })
 	d, err := FreezeUsers(context.Background(), src, Options{}, f)
@@ -63,15 +55,7 @@ func TestSignalFreezerStopsAllThreadsAndThaws(t *testing.T) {
 	for _, k := range kids {
 		testutil.Eventually(t, time.Second, "pid "+strconv.Itoa(k.pid())+" running", func() bool { return testutil.NoneStopped(k.pid()) })
 	}
-	testutil.Eventually(t, time.Second, "tick files growing again", func() bool {
-		now := tickSizes(src, len(kids))
-		for i := range now {
-			if now[i] <= sizes[i] {
-				return false
-			}
-		}
-		return true
-	})
+	testutil.Eventually(t, time.Second, "tick files growing again", allGrew(src, sizes))
 	for _, fp := range f.Frozen() {
 		if fp.ResumedAt.Before(fp.StoppedAt) {
 			t.Errorf("resume time %v before stop time %v", fp.ResumedAt, fp.StoppedAt)
@@ -233,6 +217,34 @@ func TestSignalFreezerSkipsReusedPID(t *testing.T) {
 	time.Sleep(10 * time.Millisecond)
 	if !testutil.NoneStopped(c.pid()) || len(f.Frozen()) != 0 {
 		t.Errorf("a process with another start time was frozen: %+v", f.Frozen())
+	}
+}
+
+// startTickers starts n tickers of threads threads each, ticker i in src/i.
+func startTickers(t *testing.T, src string, n, threads int) []*child {
+	t.Helper()
+	bin := testutil.BuildC(t, tickerC, "-pthread")
+	var kids []*child
+	for i := 0; i < n; i++ {
+		dir := filepath.Join(src, strconv.Itoa(i))
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		kids = append(kids, startChild(t, bin, dir, strconv.Itoa(threads)))
+	}
+	return kids
+}
+
+// allGrew says whether every ticker has written since the sizes before were taken.
+func allGrew(src string, before []int64) func() bool {
+	return func() bool {
+		now := tickSizes(src, len(before))
+		for i := range now {
+			if now[i] <= before[i] {
+				return false
+			}
+		}
+		return true
 	}
 }
 

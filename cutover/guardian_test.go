@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -47,15 +45,7 @@ func runHelper(role string) int {
 func TestGuardianResumesWhenLivemigIsKilled(t *testing.T) {
 	testutil.RequireRoot(t)
 	src := testutil.MountTmpfs(t)
-	ticker := testutil.BuildC(t, tickerC, "-pthread")
-	var kids []*child
-	for i := 0; i < 3; i++ {
-		dir := filepath.Join(src, strconv.Itoa(i))
-		if err := os.Mkdir(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		kids = append(kids, startChild(t, ticker, dir, "3"))
-	}
+	kids := startTickers(t, src, 3, 3)
 
 	self, err := os.Executable()
 	if err != nil {
@@ -91,15 +81,7 @@ func TestGuardianResumesWhenLivemigIsKilled(t *testing.T) {
 			func() bool { return testutil.NoneStopped(k.pid()) })
 	}
 	t.Logf("all resumed %v after kill -9", time.Since(killed))
-	testutil.Eventually(t, time.Second, "progress after resume", func() bool {
-		now := tickSizes(src, len(kids))
-		for i := range now {
-			if now[i] <= sizes[i] {
-				return false
-			}
-		}
-		return true
-	})
+	testutil.Eventually(t, time.Second, "progress after resume", allGrew(src, sizes))
 	// Orphaned, the guardian is reaped by whoever inherits it: gone or a zombie is done.
 	testutil.Eventually(t, time.Second, "guardian exit", func() bool {
 		st := testutil.ThreadStates(guardianPID)
