@@ -202,3 +202,23 @@ int main(int argc, char **argv) {
 	}
 }
 `
+
+// vforkC vforks a child that never execs: the parent waits for it uninterruptibly
+// (state D) and cannot reach a group stop. It reports both pids.
+const vforkC = `
+#include <stdio.h>
+#include <unistd.h>
+
+int main(void) {
+	printf("parent %d\n", getpid());
+	fflush(stdout);
+	pid_t pid = vfork();
+	if (pid == 0) {
+		char line[64];
+		int n = snprintf(line, sizeof line, "child %d\nready\n", getpid());
+		write(1, line, n);
+		for (;;) pause();
+	}
+	for (;;) pause();
+}
+`

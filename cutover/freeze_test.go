@@ -255,3 +255,38 @@ func tickSizes(src string, n int) []int64 {
 	}
 	return out
 }
+
+// A process that cannot stop (here: a vfork parent waiting for its child) makes Freeze
+// fail with a typed error naming the pid, the thread and its state.
+func TestSignalFreezerTimeout(t *testing.T) {
+	testutil.RequireRoot(t)
+	c := startChild(t, testutil.BuildC(t, vforkC))
+	parent, child := c.int(t, "parent"), c.int(t, "child")
+	t.Cleanup(func() { _ = syscall.Kill(child, syscall.SIGKILL) })
+	testutil.Eventually(t, time.Second, "vfork parent waiting", func() bool { return testutil.ThreadStates(parent)[parent] == "D" })
+	target, err := TargetOf(parent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &SignalFreezer{StopTimeout: 100 * time.Millisecond}
+	t.Cleanup(func() { _ = f.Thaw() })
+	err = f.Freeze(context.Background(), []Target{target})
+	var fe *FreezeError
+	if !errors.Is(err, ErrStopTimeout) || !errors.As(err, &fe) || fe.PID != parent || fe.TID != parent || fe.State != 'D' {
+		t.Fatalf("Freeze of a vfork parent: %v, want ErrStopTimeout for pid %d in state D", err, parent)
+	}
+	if !strings.Contains(err.Error(), strconv.Itoa(parent)) {
+		t.Errorf("error %q does not name the pid", err)
+	}
+	// Thaw still resumes it: the pending stop must not strike once the child is gone.
+	if err := f.Thaw(); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(child, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if !testutil.NoneStopped(parent) {
+		t.Errorf("vfork parent %d stopped after thaw: %v", parent, testutil.ThreadStates(parent))
+	}
+}
