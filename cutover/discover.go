@@ -172,7 +172,8 @@ func (d *Discovery) Leftovers() []Leftover {
 // Options narrow discovery.
 type Options struct {
 	// PIDs, if set, limits discovery to these processes (all their threads). A tid is
-	// taken as its process.
+	// taken as its process. FreezeUsers then freezes only them: a child one of them
+	// forks is not among them, so it is neither frozen nor moved.
 	PIDs []int
 	// Exclude is never reported (the guardian; livemig itself always is excluded).
 	Exclude []int
@@ -567,23 +568,27 @@ func (sc *scanner) viewOf(pid int) (view, error) {
 	return v, nil
 }
 
-// mayBeUnder is the cheap first filter: can path, in view v, be on SRC's filesystem at
-// all? Only if it lies below a mount of that filesystem. escaped says path is as maps
-// prints it (newlines escaped).
+// mayBeUnder is the cheap first filter, before any stat: can path, in view v, lie under
+// SRC? Only if some mount of SRC's filesystem has it below its mount point at a place
+// inside SRC's directory of the filesystem; statx then settles which mount it really is
+// on (a different filesystem may be mounted further down). escaped says path is as maps
+// prints it (newlines escaped), so the mount table is escaped alike.
 func (sc *scanner) mayBeUnder(v view, path string, escaped bool) bool {
+	esc := func(s string) string { return s }
+	if escaped {
+		esc = escapeNewlines
+	}
 	for _, m := range v.mounts {
 		if m.Dev != sc.srcMountDev && m.Dev != sc.src.Dev {
 			continue
 		}
-		mp := m.MountPoint
-		if escaped {
-			mp = escapeNewlines(mp)
-		}
-		if _, ok := relUnder(path, mp); ok {
-			return true
+		if rel, ok := relUnder(path, esc(m.MountPoint)); ok {
+			if _, ok := relUnder(joinRel(esc(m.Root), rel), esc(sc.src.FSPath)); ok {
+				return true
+			}
 		}
 	}
-	_, ok := relUnder(path, sc.src.Path)
+	_, ok := relUnder(path, esc(sc.src.Path))
 	return ok
 }
 
