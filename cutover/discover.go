@@ -379,14 +379,29 @@ func (sc *scanner) candidatePIDs(want []int, strict bool) ([]int, error) {
 
 // listPIDs lists the processes (thread group leaders) in /proc, in increasing order.
 func listPIDs() ([]int, error) {
-	entries, err := os.ReadDir("/proc")
+	pids, err := numericEntries("/proc")
 	if err != nil {
 		return nil, fmt.Errorf("list processes: %w", err)
 	}
-	var out []int
-	for _, e := range entries {
-		if pid, err := strconv.Atoi(e.Name()); err == nil {
-			out = append(out, pid)
+	return pids, nil
+}
+
+// numericEntries lists the entries of a /proc directory that are numbers (pids, tids,
+// fds), in numeric order.
+func numericEntries(dir string) ([]int, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	names, err := f.Readdirnames(-1)
+	f.Close()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]int, 0, len(names))
+	for _, name := range names {
+		if n, err := strconv.Atoi(name); err == nil {
+			out = append(out, n)
 		}
 	}
 	sort.Ints(out)
@@ -488,17 +503,10 @@ func (sc *scanner) scanProcessOrGone(pid int) (*Process, error) {
 }
 
 func listTasks(pid int) ([]int, error) {
-	entries, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+	tids, err := numericEntries("/proc/" + strconv.Itoa(pid) + "/task")
 	if err != nil {
 		return nil, err
 	}
-	tids := make([]int, 0, len(entries))
-	for _, e := range entries {
-		if tid, err := strconv.Atoi(e.Name()); err == nil {
-			tids = append(tids, tid)
-		}
-	}
-	sort.Ints(tids)
 	// The leader first: it is the task whose tables the others are compared against.
 	for i, tid := range tids {
 		if tid == pid {
@@ -671,15 +679,11 @@ func (sc *scanner) scanLocation(v view, tid int, link string, kind Kind) (*Locat
 }
 
 func (sc *scanner) scanFDs(p *Process, v view, tid int, taskDir string) error {
-	entries, err := os.ReadDir(taskDir + "/fd")
+	nums, err := numericEntries(taskDir + "/fd")
 	if err != nil {
 		return err
 	}
-	for _, e := range entries {
-		num, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
+	for _, num := range nums {
 		fd, err := sc.scanFD(p, v, tid, taskDir, num)
 		if gone(err) {
 			continue // closed while we looked
