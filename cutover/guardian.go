@@ -208,18 +208,21 @@ func RunGuardian(in io.Reader, out io.Writer, log io.Writer) error {
 	}()
 	for {
 		select {
+		// Resume first, report after: the report may fail (livemig's stderr gone with it).
 		case <-term:
-			fmt.Fprintln(log, "livemig guardian: terminated; resuming the frozen processes")
-			return resumeGuarded(protected, log)
+			err := resumeGuarded(protected, log)
+			fmt.Fprintln(log, "livemig guardian: terminated; resumed the frozen processes")
+			return err
 		case m := <-lines:
 			if m.err != nil {
+				err := resumeGuarded(protected, log)
 				if m.err != io.EOF {
 					fmt.Fprintf(log, "livemig guardian: reading from livemig: %v\n", m.err)
 				}
 				if len(protected) > 0 {
-					fmt.Fprintln(log, "livemig guardian: livemig went away before resuming the processes it froze; resuming them")
+					fmt.Fprintln(log, "livemig guardian: livemig went away without resuming the processes it froze; resumed them")
 				}
-				return resumeGuarded(protected, log)
+				return err
 			}
 			f := strings.Fields(m.line)
 			switch {
