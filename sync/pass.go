@@ -35,9 +35,9 @@ type tree struct {
 	copier           *fileCopier
 	idx              *index // nil unless following
 
-	// watchDir, when following, is called with each SRC directory before it is listed,
-	// so that nothing created in it after the listing can be missed.
-	watchDir func(rel string) error
+	// watchDir, when following, is called with each SRC directory (open as srcFD)
+	// before it is listed, so that nothing created in it after the listing is missed.
+	watchDir func(rel string, srcFD int) error
 
 	problemsMu stdsync.Mutex
 	problems   []PathError // the last few, for the report
@@ -172,7 +172,7 @@ func (p *pass) syncDir(d dirRef) {
 		return
 	}
 	if p.watchDir != nil {
-		if err := p.watchDir(d.rel); err != nil {
+		if err := p.watchDir(d.rel, d.srcFD); err != nil {
 			var wl *WatchLimitError
 			if errors.As(err, &wl) {
 				p.fatal.set(err)
@@ -426,6 +426,21 @@ func (p *pass) syncFile(d dirRef, name, rel string, st, dstSt *unix.Stat_t) erro
 			defer close(claim.done)
 		}
 	}
+	if claim != nil && dstSt == nil && p.idx != nil {
+		// A new name of an inode DST already has (a new hardlink): link it.
+		for _, other := range p.idx.pathsOf(idOf(st)) {
+			if other == rel || !p.srcHas(other, idOf(st)) {
+				continue
+			}
+			if p.linkTo(d, name, rel, st, other, nil) == nil {
+				var now unix.Stat_t
+				if lstatAt(d.dstFD, name, &now) == nil {
+					dstSt = &now
+				}
+			}
+			break
+		}
+	}
 	var cache *blockCache
 	if e, ok := p.idx.get(rel); ok && e.id == idOf(st) {
 		cache = e.cache
@@ -471,6 +486,18 @@ func (p *pass) syncFile(d dirRef, name, rel string, st, dstSt *unix.Stat_t) erro
 		claim.dstRel = rel
 	}
 	return nil
+}
+
+// srcHas tells whether SRC's rel is (still) the inode id.
+func (t *tree) srcHas(rel string, id fileID) bool {
+	parent, name := splitRel(rel)
+	fd, err := openDirBeneath(t.srcRoot, parent, true)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	return lstatAt(fd, name, &st) == nil && idOf(&st) == id
 }
 
 func (p *pass) claimLink(id fileID) (*linkClaim, bool) {

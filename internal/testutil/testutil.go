@@ -160,4 +160,3 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 		time.Sleep(2 * time.Millisecond)
 	}
 }
-
