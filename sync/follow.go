@@ -231,9 +231,15 @@ func (m *Mirror) abs(rel string) string {
 }
 
 func (m *Mirror) watchLimitError(err error) error {
+	// The limit in force is the smaller of the system's and that of our user
+	// namespace (the same number outside containers).
 	limit := 0
-	if b, e := os.ReadFile("/proc/sys/fs/inotify/max_user_watches"); e == nil {
-		limit, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+	for _, f := range []string{"/proc/sys/fs/inotify/max_user_watches", "/proc/sys/user/max_inotify_watches"} {
+		if b, e := os.ReadFile(f); e == nil {
+			if n, e := strconv.Atoi(strings.TrimSpace(string(b))); e == nil && (limit == 0 || n < limit) {
+				limit = n
+			}
+		}
 	}
 	dirs := 0
 	_ = filepath.WalkDir(m.t.cfg.src, func(p string, d fs.DirEntry, err error) error {
