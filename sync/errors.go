@@ -1,6 +1,7 @@
 package sync
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 )
@@ -29,6 +30,15 @@ type PathError struct {
 
 func (e *PathError) Error() string { return fmt.Sprintf("%s %s: %v", e.Op, e.Path, e.Err) }
 func (e *PathError) Unwrap() error { return e.Err }
+
+// MarshalJSON writes the error as text, which encoding/json cannot do for an error.
+func (e PathError) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Path  string `json:"path"`
+		Op    string `json:"op"`
+		Error string `json:"error"`
+	}{e.Path, e.Op, fmt.Sprint(e.Err)})
+}
 
 // WatchLimitError is returned by Follow when the kernel refuses one more inotify watch:
 // every directory of SRC needs one, and fs.inotify.max_user_watches caps them per user.

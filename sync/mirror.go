@@ -9,19 +9,19 @@ import (
 
 // Stats are a mirror's totals since it started.
 type Stats struct {
-	Entries      int64         `json:"entries"`       // entries looked at
-	FilesCopied  int64         `json:"files_copied"`  // regular files whose content was written
-	BytesWritten int64         `json:"bytes_written"` // file data written at DST
-	BytesRead    int64         `json:"bytes_read"`    // file data read (SRC, and DST when comparing)
-	MetaOnly     int64         `json:"meta_only"`     // entries whose metadata alone was fixed
-	Created      int64         `json:"created"`       // directories, symlinks, special files made
-	Deleted      int64         `json:"deleted"`       // entries removed at DST
-	Renamed      int64         `json:"renamed"`       // renames replayed at DST
-	Linked       int64         `json:"linked"`        // hardlinks made at DST
-	Passes       int64         `json:"passes"`        // full walks: the first and each rescan
-	Overflows    int64         `json:"overflows"`     // inotify queue overflows (each causes a rescan)
-	Problems     int64         `json:"problems"`      // per-path problems (see Errors)
-	Errors       []PathError   `json:"-"`             // the latest per-path problems
+	Entries      int64         `json:"entries"`          // entries looked at
+	FilesCopied  int64         `json:"files_copied"`     // regular files whose content was written
+	BytesWritten int64         `json:"bytes_written"`    // file data written at DST
+	BytesRead    int64         `json:"bytes_read"`       // file data read (SRC, and DST when comparing)
+	MetaOnly     int64         `json:"meta_only"`        // entries whose metadata alone was fixed
+	Created      int64         `json:"created"`          // directories, symlinks, special files made
+	Deleted      int64         `json:"deleted"`          // entries removed at DST
+	Renamed      int64         `json:"renamed"`          // renames replayed at DST
+	Linked       int64         `json:"linked"`           // hardlinks made at DST
+	Passes       int64         `json:"passes"`           // full walks: the first and each rescan
+	Overflows    int64         `json:"overflows"`        // inotify queue overflows (each causes a rescan)
+	Problems     int64         `json:"problems"`         // per-path problems (see Errors)
+	Errors       []PathError   `json:"errors,omitempty"` // the latest per-path problems
 	Elapsed      time.Duration `json:"elapsed_ns"`
 }
 
