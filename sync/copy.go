@@ -1,0 +1,414 @@
+package sync
+
+import (
+	"bytes"
+	"fmt"
+	"hash/maphash"
+	stdsync "sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// blockSize is the unit of the delta: a change rewrites whole blocks of this size.
+	blockSize = 64 << 10
+	// chunkSize is the share of one large file that one worker copies.
+	chunkSize = 32 << 20
+	// deltaMin is the size from which a changed file is patched in place, block by
+	// block; smaller files are simply written anew (temporary name, then rename).
+	deltaMin = 1 << 20
+)
+
+// The block hashes only ever compare content within this process, so a seeded maphash
+// (AES-based, several GB/s) is enough: nobody outside can aim at a collision.
+var hashSeed = maphash.MakeSeed()
+
+var zeroBlock = make([]byte, blockSize)
+
+var bufPool = stdsync.Pool{New: func() any { b := make([]byte, blockSize); return &b }}
+
+// fileSig is the state of a DST inode right after we last wrote it. If DST still shows
+// the same signature, nobody else wrote it and our block hashes still describe it.
+type fileSig struct {
+	ino          uint64
+	size         int64
+	mtime, ctime unix.Timespec
+}
+
+func sigOf(st *unix.Stat_t) fileSig {
+	return fileSig{ino: st.Ino, size: st.Size, mtime: st.Mtim, ctime: st.Ctim}
+}
+
+// blockCache is what we last wrote to one DST file: a hash per block, so that a change
+// in SRC is found by reading SRC alone, and only the differing blocks are written.
+type blockCache struct {
+	sig    fileSig
+	hashes []uint64
+}
+
+// copyStats are the counters the copier feeds.
+type copyStats struct {
+	bytesWritten atomic.Int64 // data written at DST
+	bytesRead    atomic.Int64 // data read from SRC (and DST when comparing)
+	files        atomic.Int64 // regular files whose content was written
+}
+
+// fileCopier copies the content of regular files.
+type fileCopier struct {
+	w     *workers
+	stats *copyStats
+	seq   atomic.Uint64 // temporary names
+}
+
+// copyResult says what copying one file did.
+type copyResult struct {
+	cache   *blockCache // nil when none is kept
+	changed bool        // content or metadata of DST changed
+	stale   bool        // SRC changed while we copied it: copy again
+}
+
+// copyFile brings the regular file name (in srcDir, stat st) to dstDir. dstSt is the
+// DST entry's stat, nil if there is none (an entry of another type has been removed by
+// the caller). cache is what we know DST holds; keepCache asks for block hashes of the
+// result. compare forces a content comparison even when size and mtime agree.
+func (c *fileCopier) copyFile(srcDir, dstDir int, name string, st, dstSt *unix.Stat_t, cache *blockCache, keepCache, compare bool) (copyResult, error) {
+	var res copyResult
+	srcFD, err := openSrc(srcDir, name, openReadFlags)
+	if err != nil {
+		return res, &PathError{Op: "open", Err: err}
+	}
+	defer unix.Close(srcFD)
+	var cur unix.Stat_t
+	if err := unix.Fstat(srcFD, &cur); err != nil {
+		return res, &PathError{Op: "stat", Err: err}
+	}
+	if cur.Mode&unix.S_IFMT != unix.S_IFREG {
+		return copyResult{stale: true}, nil // replaced by something else meanwhile
+	}
+	*st = cur
+	srcRef := entryRef{dirfd: srcDir, name: name, fd: srcFD}
+
+	inPlace := dstSt != nil && (st.Size >= deltaMin || compare) && (dstSt.Nlink == 1 || dstSt.Nlink == st.Nlink)
+	if inPlace && cache != nil && cache.sig != sigOf(dstSt) {
+		cache = nil // somebody else wrote DST: compare against its real content
+	}
+	if inPlace && !compare && cache == nil && dstSt.Size < deltaMin {
+		inPlace = false // nothing worth reading back: write it anew
+	}
+	var dstFD int
+	var hashes []uint64
+	if inPlace {
+		dstFD, err = unix.Openat(dstDir, name, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return res, &PathError{Op: "open DST", Err: err}
+		}
+		defer unix.Close(dstFD)
+		var wrote bool
+		hashes, wrote, err = c.patch(srcFD, dstFD, st.Size, dstSt.Size, cache)
+		if err != nil {
+			return res, err
+		}
+		res.changed = wrote
+		metaChanged, err := applyMeta(st, srcRef, entryRef{dirfd: dstDir, name: name, fd: dstFD}, dstStIfUnchanged(dstFD, dstSt, wrote))
+		if err != nil {
+			return res, err
+		}
+		res.changed = res.changed || metaChanged
+	} else {
+		tmp := tempName(name, c.seq.Add(1))
+		dstFD, err = unix.Openat(dstDir, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		if err != nil {
+			return res, &PathError{Op: "create", Err: err}
+		}
+		defer unix.Close(dstFD)
+		ok := false
+		defer func() {
+			if !ok {
+				_ = unix.Unlinkat(dstDir, tmp, 0)
+			}
+		}()
+		if hashes, err = c.copyAll(srcFD, dstFD, st.Size, keepCache && st.Size >= deltaMin); err != nil {
+			return res, err
+		}
+		if _, err := applyMeta(st, srcRef, entryRef{dirfd: dstDir, name: tmp, fd: dstFD}, nil); err != nil {
+			return res, err
+		}
+		if err := unix.Renameat(dstDir, tmp, dstDir, name); err != nil {
+			return res, &PathError{Op: "rename into place", Err: err}
+		}
+		ok = true
+		res.changed = true
+	}
+	if res.changed {
+		c.stats.files.Add(1)
+	}
+	var after unix.Stat_t
+	if err := unix.Fstat(srcFD, &after); err == nil && (after.Mtim != st.Mtim || after.Size != st.Size) {
+		res.stale = true
+	}
+	if keepCache && hashes != nil && !res.stale {
+		var dst unix.Stat_t
+		if err := unix.Fstat(dstFD, &dst); err == nil {
+			res.cache = &blockCache{sig: sigOf(&dst), hashes: hashes}
+		}
+	}
+	return res, nil
+}
+
+// dstStIfUnchanged returns DST's stat for applyMeta: the old one if we wrote nothing,
+// else a fresh one (writing moved its mtime).
+func dstStIfUnchanged(fd int, old *unix.Stat_t, wrote bool) *unix.Stat_t {
+	if !wrote {
+		return old
+	}
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil {
+		return nil
+	}
+	return &st
+}
+
+// chunks splits [0, size) into pieces for the workers and runs f on each, in parallel
+// when the file is large enough to be worth it.
+func (c *fileCopier) chunks(size int64, f func(start, end int64) error) error {
+	if size <= chunkSize {
+		return f(0, size)
+	}
+	var wg stdsync.WaitGroup
+	var first firstError
+	for start := int64(0); start < size; start += chunkSize {
+		end := min(start+chunkSize, size)
+		c.w.spawn(&wg, func() { first.set(f(start, end)) })
+	}
+	wg.Wait()
+	return first.get()
+}
+
+// copyAll writes the whole content of srcFD into the empty file dstFD. Holes stay holes:
+// only the data segments SEEK_DATA/SEEK_HOLE report are copied, after sizing DST. With
+// wantHashes, data goes through our buffers so that we hash exactly what we write;
+// otherwise copy_file_range lets the kernel copy (or reflink) it.
+func (c *fileCopier) copyAll(srcFD, dstFD int, size int64, wantHashes bool) ([]uint64, error) {
+	if err := unix.Ftruncate(dstFD, size); err != nil {
+		return nil, writeError("size", err)
+	}
+	var hashes []uint64
+	if wantHashes {
+		hashes = make([]uint64, (size+blockSize-1)/blockSize)
+	}
+	err := c.chunks(size, func(start, end int64) error {
+		if wantHashes {
+			return c.hashCopy(srcFD, dstFD, start, end, hashes)
+		}
+		return forEachData(srcFD, start, end, func(off, n int64) error {
+			return c.copyRange(srcFD, dstFD, off, n)
+		})
+	})
+	return hashes, err
+}
+
+// forEachData calls f for each data segment of [start, end) in fd. A filesystem without
+// SEEK_DATA is all data.
+func forEachData(fd int, start, end int64, f func(off, n int64) error) error {
+	off := start
+	for off < end {
+		data, err := unix.Seek(fd, off, unix.SEEK_DATA)
+		if err == unix.ENXIO {
+			break // only a hole up to the end of the file
+		}
+		if err != nil {
+			data = off
+		}
+		if data >= end {
+			break
+		}
+		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
+		if err != nil || hole > end {
+			hole = end
+		}
+		if err := f(data, hole-data); err != nil {
+			return err
+		}
+		off = hole
+	}
+	return nil
+}
+
+// hashCopy copies [start, end) block by block through a buffer, hashing each block and
+// leaving all-zero blocks unwritten (they read as zeros in the sized file: holes stay).
+func (c *fileCopier) hashCopy(srcFD, dstFD int, start, end int64, hashes []uint64) error {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	for off := start; off < end; off += blockSize {
+		n := int(min(blockSize, end-off))
+		buf := (*bp)[:n]
+		if err := readFull(srcFD, buf, off); err != nil {
+			return err
+		}
+		c.stats.bytesRead.Add(int64(n))
+		hashes[off/blockSize] = maphash.Bytes(hashSeed, buf)
+		if bytes.Equal(buf, zeroBlock[:n]) {
+			continue
+		}
+		if err := c.pwrite(dstFD, buf, off); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// copyRange copies [off, off+n) with copy_file_range, falling back to read/write where
+// the kernel cannot (another filesystem type, an old kernel).
+func (c *fileCopier) copyRange(srcFD, dstFD int, off, n int64) error {
+	roff, woff := off, off
+	for n > 0 {
+		got, err := unix.CopyFileRange(srcFD, &roff, dstFD, &woff, int(min(n, 1<<30)), 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			if isNoSpace(err) {
+				return writeError("copy", err)
+			}
+			return c.copyRangeRW(srcFD, dstFD, roff, n)
+		}
+		if got == 0 {
+			return nil // SRC shrank under us: the caller sees it and copies again
+		}
+		c.stats.bytesRead.Add(int64(got))
+		c.stats.bytesWritten.Add(int64(got))
+		n -= int64(got)
+	}
+	return nil
+}
+
+func (c *fileCopier) copyRangeRW(srcFD, dstFD int, off, n int64) error {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	for n > 0 {
+		buf := (*bp)[:min(int64(len(*bp)), n)]
+		got, err := unix.Pread(srcFD, buf, off)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return &PathError{Op: "read", Err: err}
+		}
+		if got == 0 {
+			return nil
+		}
+		c.stats.bytesRead.Add(int64(got))
+		if err := c.pwrite(dstFD, buf[:got], off); err != nil {
+			return err
+		}
+		off += int64(got)
+		n -= int64(got)
+	}
+	return nil
+}
+
+// patch brings the existing DST file (dstFD, oldSize bytes) to SRC's content, writing
+// only the blocks that differ. With a cache, a block differs when its hash does (DST is
+// not read); without, DST's block is read and compared. It returns the new hashes and
+// whether anything was written.
+func (c *fileCopier) patch(srcFD, dstFD int, size, oldSize int64, cache *blockCache) ([]uint64, bool, error) {
+	hashes := make([]uint64, (size+blockSize-1)/blockSize)
+	var wrote atomic.Bool
+	err := c.chunks(size, func(start, end int64) error {
+		sp := bufPool.Get().(*[]byte)
+		dp := bufPool.Get().(*[]byte)
+		defer bufPool.Put(sp)
+		defer bufPool.Put(dp)
+		for off := start; off < end; off += blockSize {
+			n := int(min(blockSize, end-off))
+			buf := (*sp)[:n]
+			if err := readFull(srcFD, buf, off); err != nil {
+				return err
+			}
+			c.stats.bytesRead.Add(int64(n))
+			i := off / blockSize
+			h := maphash.Bytes(hashSeed, buf)
+			hashes[i] = h
+			oldN := min(int64(n), max(0, oldSize-off)) // DST's bytes in this block
+			var same bool
+			switch {
+			case oldN != int64(n):
+				same = false
+			case cache != nil:
+				same = int(i) < len(cache.hashes) && cache.hashes[i] == h
+			default:
+				old := (*dp)[:n]
+				if err := readFull(dstFD, old, off); err != nil {
+					return err
+				}
+				c.stats.bytesRead.Add(int64(n))
+				same = bytes.Equal(old, buf)
+			}
+			if same {
+				continue
+			}
+			if err := c.pwrite(dstFD, buf, off); err != nil {
+				return err
+			}
+			wrote.Store(true)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	if size != oldSize {
+		if err := unix.Ftruncate(dstFD, size); err != nil {
+			return nil, false, writeError("truncate", err)
+		}
+		wrote.Store(true)
+	}
+	return hashes, wrote.Load(), nil
+}
+
+// readFull reads len(buf) bytes at off; past the end of the file (SRC shrank) the rest
+// is zeros, and the change that shrank it will have us copy again.
+func readFull(fd int, buf []byte, off int64) error {
+	for len(buf) > 0 {
+		n, err := unix.Pread(fd, buf, off)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return &PathError{Op: "read", Err: err}
+		}
+		if n == 0 {
+			clear(buf)
+			return nil
+		}
+		buf = buf[n:]
+		off += int64(n)
+	}
+	return nil
+}
+
+func (c *fileCopier) pwrite(fd int, buf []byte, off int64) error {
+	for len(buf) > 0 {
+		n, err := unix.Pwrite(fd, buf, off)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return writeError("write", err)
+		}
+		c.stats.bytesWritten.Add(int64(n))
+		buf = buf[n:]
+		off += int64(n)
+	}
+	return nil
+}
+
+// writeError wraps a failed write at DST; a full DST becomes ErrNoSpace, which stops the
+// mirror instead of being reported for one path.
+func writeError(op string, err error) error {
+	if isNoSpace(err) {
+		return fmt.Errorf("%w: %s: %w", ErrNoSpace, op, err)
+	}
+	return &PathError{Op: op, Err: err}
+}
