@@ -1,0 +1,77 @@
+package inject
+
+import (
+	"fmt"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Flock takes an flock(2) lock on fd again (how: LOCK_SH or LOCK_EX), without waiting:
+// a lock that another process holds meanwhile is an error, never a hang.
+func (p *Process) Flock(fd int, how int) error {
+	return p.run(func() error {
+		if _, err := p.call("flock", unix.SYS_FLOCK, uintptr(fd), uintptr(how|unix.LOCK_NB)); err != nil {
+			return fmt.Errorf("flock fd %d of pid %d: %w", fd, p.pid, err)
+		}
+		return nil
+	})
+}
+
+// SetLock takes a record lock on fd, without waiting: cmd is F_SETLK (a POSIX lock,
+// owned by the process) or F_OFD_SETLK (owned by the open file).
+func (p *Process) SetLock(fd int, cmd int, lk unix.Flock_t) error {
+	return p.run(func() error {
+		p.ResetScratch()
+		addr, err := p.putScratch(unsafe.Slice((*byte)(unsafe.Pointer(&lk)), unsafe.Sizeof(lk)))
+		if err == nil {
+			_, err = p.call("fcntl set lock", unix.SYS_FCNTL, uintptr(fd), uintptr(cmd), addr)
+		}
+		if err != nil {
+			return fmt.Errorf("lock fd %d of pid %d (%d-%d): %w", fd, p.pid, lk.Start, lk.Start+lk.Len, err)
+		}
+		return nil
+	})
+}
+
+// Remap maps path over [addr, addr+length) of the process in place of what is mapped
+// there, with the same protection, sharing and file offset: MAP_FIXED replaces the old
+// mapping in one step, so no other mapping can come in between.
+func (p *Process) Remap(addr, length uintptr, prot int, shared bool, path string, offset int64) error {
+	return p.run(func() error {
+		if err := p.remap(addr, length, prot, shared, path, offset); err != nil {
+			return fmt.Errorf("remap %#x-%#x of pid %d onto %s: %w", addr, addr+length, p.pid, path, err)
+		}
+		return nil
+	})
+}
+
+func (p *Process) remap(addr, length uintptr, prot int, shared bool, path string, offset int64) error {
+	if err := p.checkSwapTarget(path); err != nil {
+		return err
+	}
+	p.ResetScratch()
+	pathAddr, err := p.putString(path)
+	if err != nil {
+		return err
+	}
+	flags, mapFlags := unix.O_RDONLY, unix.MAP_PRIVATE
+	if shared {
+		mapFlags = unix.MAP_SHARED
+		if prot&unix.PROT_WRITE != 0 {
+			flags = unix.O_RDWR
+		}
+	}
+	fd, err := p.call("openat", unix.SYS_OPENAT, atFdcwd, pathAddr, uintptr(flags|unix.O_CLOEXEC), 0)
+	if err != nil {
+		return err
+	}
+	got, err := p.call("mmap", unix.SYS_MMAP, addr, length, uintptr(prot), uintptr(mapFlags|unix.MAP_FIXED), fd, uintptr(offset))
+	if _, cerr := p.call("close", unix.SYS_CLOSE, fd); err == nil {
+		err = cerr
+	}
+	if err == nil && got != addr {
+		err = fmt.Errorf("mapped at %#x instead", got)
+	}
+	return err
+}
