@@ -1,0 +1,254 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/livemig/livemig/cutover"
+	"github.com/livemig/livemig/internal/testutil"
+)
+
+// writer is a test program that writes numbered lines under a directory while it is
+// being moved: every line must end up exactly once, in order, on the new storage.
+type writer struct {
+	name  string
+	start func(t *testing.T, dir string) *exec.Cmd // started, its stdout said "ready"
+	files []string                                 // files under dir holding lines 0..N
+	skip  map[string]int64                         // bytes before the first line
+}
+
+var (
+	goWriterOnce sync.Once
+	goWriterPath string
+)
+
+func writers(t *testing.T) []writer {
+	cWriter := func(t *testing.T, dir string) *exec.Cmd {
+		src, err := os.ReadFile("testdata/writer.c")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return startReady(t, exec.Command(testutil.BuildC(t, string(src)), dir))
+	}
+	goWriter := func(t *testing.T, dir string) *exec.Cmd {
+		goWriterOnce.Do(func() {
+			goWriterPath = filepath.Join(filepath.Dir(livemigBin), "gowriter")
+			if out, err := exec.Command("go", "build", "-o", goWriterPath, "./testdata/gowriter").CombinedOutput(); err != nil {
+				t.Fatalf("build gowriter: %v\n%s", err, out)
+			}
+		})
+		cmd := exec.Command(goWriterPath, dir)
+		cmd.Env = append(os.Environ(), "GOMAXPROCS=4")
+		return startReady(t, cmd)
+	}
+	bashWriter := func(t *testing.T, dir string) *exec.Cmd {
+		// The sleep children are forked, with the cwd and fds, all the time, during the
+		// freeze too.
+		script := `cd "$1" && exec 3>plain 4>>append && echo ready && i=0 && while :; do echo $i >&3; echo $i >&4; echo $i >> cwdfile; i=$((i+1)); sleep 0.002; done`
+		return startReady(t, exec.Command("bash", "-c", script, "bash", dir))
+	}
+	return []writer{
+		{name: "c", start: cWriter, files: []string{"plain", "append", "rdwr", "cloexec", "cwdfile"}, skip: map[string]int64{"rdwr": 12345}},
+		{name: "go", start: goWriter, files: []string{"plain", "append", "cloexec", "cwdfile"}},
+		{name: "bash", start: bashWriter, files: []string{"plain", "append", "cwdfile"}},
+	}
+}
+
+// startReady starts cmd in its own process group, waits for its "ready" line, and kills
+// the group at cleanup.
+func startReady(t *testing.T, cmd *exec.Cmd) *exec.Cmd {
+	t.Helper()
+	cmd.SysProcAttr = &unix.SysProcAttr{Setpgid: true}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = unix.Kill(-cmd.Process.Pid, unix.SIGKILL)
+		_ = cmd.Wait()
+	})
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "ready") {
+		t.Fatalf("%s: no ready line (%q, %v)", cmd.Path, line, err)
+	}
+	return cmd
+}
+
+// Writers in C, Go and bash, with every kind of fd and their cwd under SRC, are moved,
+// with --remount and without: after the cutover every line is present exactly once, in
+// order, on the new storage; flags and offsets are kept; nothing of theirs is left on the
+// old storage.
+func TestCutoverMovesWriters(t *testing.T) {
+	testutil.RequireRoot(t)
+	for _, w := range writers(t) {
+		for _, remount := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/remount=%v", w.name, remount), func(t *testing.T) {
+				oldFS, newFS := testutil.MountExt4(t, 32), testutil.MountExt4(t, 32)
+				src, dst := filepath.Join(oldFS, "job"), filepath.Join(newFS, "job")
+				if remount {
+					src, dst = oldFS, newFS
+				}
+				for _, d := range []string{src, dst} {
+					if err := os.MkdirAll(d, 0o755); err != nil {
+						t.Fatal(err)
+					}
+				}
+				cmd := w.start(t, src)
+				time.Sleep(50 * time.Millisecond)
+				before := fdFlags(t, cmd.Process.Pid)
+
+				args := []string{"cutover", "--json", src, dst}
+				if remount {
+					args = []string{"cutover", "--json", "--remount", src, dst}
+				}
+				code, stdout, stderr := livemig(t, nil, args...)
+				if code != 0 {
+					t.Fatalf("livemig %s: exit %d\n%s\n%s", strings.Join(args, " "), code, stdout, stderr)
+				}
+				rep := parseReport(t, stdout)
+				if rep.Result != cutover.ResultDone || len(rep.Processes) == 0 {
+					t.Fatalf("report: result %q, %d processes\n%s", rep.Result, len(rep.Processes), stdout)
+				}
+				for _, p := range rep.Processes {
+					if p.PauseNs <= 0 || p.FrozenNs <= 0 || p.ResumedNs < p.FrozenNs {
+						t.Errorf("pid %d: pause %d ns from %d to %d", p.PID, p.PauseNs, p.FrozenNs, p.ResumedNs)
+					}
+				}
+				time.Sleep(100 * time.Millisecond) // lines written on the new storage
+
+				final := dst
+				if remount {
+					final = src
+				}
+				var st unix.Stat_t
+				if err := unix.Stat(final, &st); err != nil {
+					t.Fatal(err)
+				}
+				newDev := st.Dev
+				after := fdFlags(t, cmd.Process.Pid)
+				for fd, fl := range before {
+					if a, ok := after[fd]; ok && a != fl { // (cwdfile comes and goes)
+						t.Errorf("fd %d: flags %o before, %o after", fd, fl, a)
+					}
+				}
+				assertNothingOn(t, cmd.Process.Pid, newDev, src)
+				_ = unix.Kill(-cmd.Process.Pid, unix.SIGKILL)
+				_ = cmd.Wait()
+
+				for _, f := range w.files {
+					assertLines(t, filepath.Join(final, f), w.skip[f])
+				}
+				if remount {
+					if mi, _ := os.ReadFile("/proc/self/mountinfo"); bytes.Contains(mi, []byte("livemig-old-")) {
+						t.Errorf("the old filesystem is still mounted aside:\n%s", mi)
+					}
+				}
+			})
+		}
+	}
+}
+
+func parseReport(t *testing.T, stdout string) cutover.Report {
+	t.Helper()
+	var rep cutover.Report
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("report is not JSON: %v\n%s", err, stdout)
+	}
+	return rep
+}
+
+// fdFlags is fd number -> fdinfo flags of pid (its regular files and directories).
+func fdFlags(t *testing.T, pid int) map[int]int64 {
+	t.Helper()
+	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	flags := map[int]int64{}
+	for _, e := range entries {
+		fd, _ := strconv.Atoi(e.Name())
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%d", pid, fd))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if v, ok := strings.CutPrefix(line, "flags:"); ok {
+				flags[fd], _ = strconv.ParseInt(strings.TrimSpace(v), 8, 64)
+			}
+		}
+	}
+	return flags
+}
+
+// assertNothingOn fails if pid or a process of its group still has an fd or cwd under
+// oldPath that is not on the new filesystem newDev.
+func assertNothingOn(t *testing.T, pid int, newDev uint64, oldPath string) {
+	t.Helper()
+	pids := []int{pid}
+	if kids, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid)); err == nil {
+		for _, f := range strings.Fields(string(kids)) {
+			k, _ := strconv.Atoi(f)
+			pids = append(pids, k)
+		}
+	}
+	for _, p := range pids {
+		links := []string{fmt.Sprintf("/proc/%d/cwd", p)}
+		entries, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p))
+		for _, e := range entries {
+			links = append(links, fmt.Sprintf("/proc/%d/fd/%s", p, e.Name()))
+		}
+		for _, l := range links {
+			target, err := os.Readlink(l)
+			if err != nil || !strings.HasPrefix(target, oldPath) && !strings.Contains(target, "livemig-old-") {
+				continue
+			}
+			var st unix.Stat_t
+			if unix.Stat(l, &st) == nil && st.Dev != newDev {
+				t.Errorf("%s -> %s is still on the old storage", l, target)
+			}
+		}
+	}
+}
+
+// assertLines checks that path holds, after skip bytes, the lines 0, 1, 2, ... each
+// exactly once.
+func assertLines(t *testing.T, path string, skip int64) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int64(len(data)) < skip {
+		t.Fatalf("%s: %d bytes, fewer than the %d before the first line", path, len(data), skip)
+	}
+	lines := strings.Split(string(data[skip:]), "\n")
+	if last := lines[len(lines)-1]; last != "" { // a line cut by the kill
+		lines = lines[:len(lines)-1]
+	} else {
+		lines = lines[:len(lines)-1]
+	}
+	if len(lines) < 20 {
+		t.Fatalf("%s: only %d lines", path, len(lines))
+	}
+	for i, l := range lines {
+		if l != strconv.Itoa(i) {
+			t.Fatalf("%s: line %d is %q, want %d (a line lost, doubled or torn)", path, i, l, i)
+		}
+	}
+}
