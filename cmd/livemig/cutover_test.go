@@ -252,3 +252,150 @@ func assertLines(t *testing.T, path string, skip int64) {
 		}
 	}
 }
+
+// proc is a test program driven through its stdin and stdout.
+type proc struct {
+	cmd *exec.Cmd
+	in  *os.File
+	out *bufio.Reader
+}
+
+func startProc(t *testing.T, bin string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.SysProcAttr = &unix.SysProcAttr{Setpgid: true}
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdin = inR
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	inR.Close()
+	t.Cleanup(func() {
+		inW.Close()
+		_ = unix.Kill(-cmd.Process.Pid, unix.SIGKILL)
+		_ = cmd.Wait()
+	})
+	p := &proc{cmd: cmd, in: inW, out: bufio.NewReader(out)}
+	p.expect(t, "ready")
+	return p
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+func (p *proc) expect(t *testing.T, want string) {
+	t.Helper()
+	line, err := p.out.ReadString('\n')
+	if err != nil || strings.TrimSpace(line) != want {
+		t.Fatalf("pid %d said %q (%v), want %q", p.pid(), line, err, want)
+	}
+}
+
+func (p *proc) ask(t *testing.T, want string) {
+	t.Helper()
+	if _, err := p.in.WriteString("go\n"); err != nil {
+		t.Fatal(err)
+	}
+	p.expect(t, want)
+}
+
+// A reader blocked on a fifo outside SRC, a holder of flock and POSIX locks, a deleted
+// but open file and a shared writable mapping are all moved, each as it must be.
+func TestCutoverFifoLocksDeletedMapping(t *testing.T) {
+	testutil.RequireRoot(t)
+	src, dst := testutil.MountTmpfs(t), testutil.MountExt4(t, 32)
+	holderSrc, err := os.ReadFile("testdata/holder.c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder := testutil.BuildC(t, string(holderSrc))
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, size := range map[string]int{"locked": 100, "deleted": 0, "mapped": 0} {
+		if err := os.WriteFile(filepath.Join(src, name), make([]byte, size), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reader := startProc(t, holder, "fifo", fifo, src)
+	fifoW, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fifoW.Close()
+	fmt.Fprintln(fifoW, "before")
+	locker := startProc(t, holder, "locks", filepath.Join(src, "locked"))
+	deleted := startProc(t, holder, "deleted", filepath.Join(src, "deleted"))
+	mapper := startProc(t, holder, "mmap", filepath.Join(src, "mapped"))
+	testutil.Eventually(t, 5*time.Second, "the fifo's first line", func() bool {
+		data, _ := os.ReadFile(filepath.Join(src, "fromfifo"))
+		return string(data) == "before\n"
+	})
+
+	code, stdout, stderr := livemig(t, nil, "cutover", "--json", src, dst)
+	if code != 0 {
+		t.Fatalf("cutover: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	rep := parseReport(t, stdout)
+	if len(rep.Processes) != 4 {
+		t.Errorf("%d processes moved, want 4:\n%s", len(rep.Processes), stdout)
+	}
+
+	// The reader still gets its data, and writes it through its new cwd.
+	fmt.Fprintln(fifoW, "after")
+	testutil.Eventually(t, 5*time.Second, "the fifo's second line on DST", func() bool {
+		data, _ := os.ReadFile(filepath.Join(dst, "fromfifo"))
+		return string(data) == "before\nafter\n"
+	})
+	if cwd, _ := os.Readlink(fmt.Sprintf("/proc/%d/cwd", reader.pid())); cwd != dst {
+		t.Errorf("reader's cwd is %s, want %s", cwd, dst)
+	}
+
+	// Another process sees both locks held on the new file, none on the old one.
+	for path, wantHeld := range map[string]bool{filepath.Join(dst, "locked"): true, filepath.Join(src, "locked"): false} {
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: 0, Len: 100}
+		if err := unix.FcntlFlock(f.Fd(), unix.F_GETLK, &lk); err != nil {
+			t.Fatal(err)
+		}
+		held := lk.Type != unix.F_UNLCK && int(lk.Pid) == locker.pid()
+		flockErr := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		f.Close()
+		if held != wantHeld || (flockErr == unix.EWOULDBLOCK) != wantHeld {
+			t.Errorf("%s: POSIX lock by pid %d held=%v (F_GETLK %+v), flock busy=%v; want held=%v", path, locker.pid(), held, lk, flockErr, wantHeld)
+		}
+	}
+
+	// The deleted file keeps its content and offset, on the new filesystem.
+	deleted.ask(t, "read world pos 11")
+	var st, dstSt unix.Stat_t
+	unix.Stat(dst, &dstSt)
+	for fd := 3; fd < 10; fd++ {
+		if target, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", deleted.pid(), fd)); err == nil && strings.HasSuffix(target, "(deleted)") {
+			unix.Stat(fmt.Sprintf("/proc/%d/fd/%d", deleted.pid(), fd), &st)
+			if st.Dev != dstSt.Dev {
+				t.Errorf("deleted file fd %d -> %s is not on DST's filesystem", fd, target)
+			}
+		}
+	}
+
+	// A write through the mapping after the cutover lands in the new file only.
+	mapper.ask(t, "done")
+	if data, _ := os.ReadFile(filepath.Join(dst, "mapped")); !bytes.HasPrefix(data, []byte("MAPPED")) {
+		t.Errorf("DST's mapped file does not have the write made through the mapping: %q", data[:16])
+	}
+	if data, _ := os.ReadFile(filepath.Join(src, "mapped")); bytes.HasPrefix(data, []byte("MAPPED")) {
+		t.Errorf("the write through the mapping went to the old file")
+	}
+}
