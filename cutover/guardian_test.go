@@ -20,6 +20,9 @@ const helperRoleEnv = "LIVEMIG_TEST_HELPER"
 // runHelper is the stand-in: "freeze" starts the guardian, freezes the users of
 // $LIVEMIG_TEST_SRC through it, says "ready" and waits to be killed.
 func runHelper(role string) int {
+	if role == "cutover" {
+		return runCutoverHelper()
+	}
 	if role != "freeze" {
 		fmt.Fprintf(os.Stderr, "unknown helper role %q\n", role)
 		return 2

@@ -45,6 +45,11 @@ type Config struct {
 	// re-executes the running binary, which must then be livemig.
 	Guardian GuardianOptions
 	Log      *slog.Logger
+	// Hook, if set, is called at these points: "frozen" (every process frozen and
+	// attached; pid 0), "before-swap" and "swapped" (per process). An error from it
+	// fails the cutover there. Tests use it to stall or break a step; it may be called
+	// from several goroutines at once.
+	Hook func(point string, pid int) error
 }
 
 // InputError is bad input, found before anything is frozen (exit 2).
@@ -182,7 +187,10 @@ func (c *cutover) run(ctx context.Context) (err error) {
 			return err
 		}
 		c.disc = d
-		return c.attach()
+		if err := c.attach(); err != nil {
+			return err
+		}
+		return c.hook("frozen", 0)
 	}); err != nil {
 		return fmt.Errorf("freeze: %w", err)
 	}
@@ -199,7 +207,17 @@ func (c *cutover) run(ctx context.Context) (err error) {
 			return fmt.Errorf("remount: %w", err)
 		}
 	}
-	if err := c.phase("swap", func() error { return c.eachMover(ctx, (*mover).swap) }); err != nil {
+	if err := c.phase("swap", func() error {
+		return c.eachMover(ctx, func(m *mover) error {
+			if err := c.hook("before-swap", m.proc.PID); err != nil {
+				return err
+			}
+			if err := m.swap(); err != nil {
+				return err
+			}
+			return c.hook("swapped", m.proc.PID)
+		})
+	}); err != nil {
 		return fmt.Errorf("swap: %w", err)
 	}
 	if c.cfg.Strict {
@@ -220,6 +238,13 @@ func (c *cutover) run(ctx context.Context) (err error) {
 		return fmt.Errorf("verify: %w", err)
 	}
 	return c.phase("resume", c.commit)
+}
+
+func (c *cutover) hook(point string, pid int) error {
+	if c.cfg.Hook == nil {
+		return nil
+	}
+	return c.cfg.Hook(point, pid)
 }
 
 // phase runs f and records its start and duration.
