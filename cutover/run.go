@@ -106,7 +106,22 @@ func Validate(cfg *Config) error {
 	if cfg.Delta == nil {
 		return inputErrorf("no final delta (mirror) given")
 	}
+	if len(cfg.PIDs) > 0 {
+		if _, err := Discover(cfg.Src, Options{PIDs: cfg.PIDs}); err != nil {
+			return asInputError(err)
+		}
+	}
 	return nil
+}
+
+// asInputError makes a requested pid that is missing or does not use SRC bad input.
+func asInputError(err error) error {
+	var nsp *NoSuchProcessError
+	var nus *NotUsingSourceError
+	if errors.As(err, &nsp) || errors.As(err, &nus) {
+		return &InputError{err.Error()}
+	}
+	return err
 }
 
 func within(path, dir string) bool { return strings.HasPrefix(path, dir+"/") }
@@ -160,13 +175,8 @@ func (c *cutover) run(ctx context.Context) (err error) {
 		}
 		src = s
 		d, err := Discover(c.cfg.Src, Options{PIDs: c.cfg.PIDs})
-		var nsp *NoSuchProcessError
-		var nus *NotUsingSourceError
-		if errors.As(err, &nsp) || errors.As(err, &nus) {
-			return &InputError{err.Error()}
-		}
 		c.disc = d
-		return err
+		return asInputError(err)
 	}); err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -399,3 +400,53 @@ func TestCutoverFifoLocksDeletedMapping(t *testing.T) {
 		t.Errorf("the write through the mapping went to the old file")
 	}
 }
+
+// Bad input is refused with exit 2 and one line naming the problem, before anything is
+// frozen: the writer keeps running throughout.
+func TestCutoverBadInput(t *testing.T) {
+	testutil.RequireRoot(t)
+	src, other := testutil.MountTmpfs(t), t.TempDir()
+	dst := filepath.Join(other, "dst")
+	if err := os.Mkdir(dst, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	inside := filepath.Join(src, "inside")
+	if err := os.Mkdir(inside, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	w := startReady(t, exec.Command("bash", "-c", `cd "$1" && echo ready && while :; do echo x >> out; sleep 0.005; done`, "bash", src))
+	idle := startReady(t, exec.Command("bash", "-c", `echo ready; exec sleep 100`))
+	cases := []struct {
+		name string
+		cred *syscall_Credential
+		args []string
+		says string
+	}{
+		{"not root", &syscall_Credential{Uid: 65534, Gid: 65534}, []string{src, dst}, "needs root"},
+		{"SRC missing", nil, []string{filepath.Join(other, "missing"), dst}, "missing"},
+		{"DST missing", nil, []string{src, filepath.Join(other, "missing")}, "missing"},
+		{"DST inside SRC", nil, []string{src, inside}, "inside SRC"},
+		{"SRC is DST", nil, []string{src, src}, "same directory"},
+		{"remount without a mount point", nil, []string{"--remount", src, dst}, "not a mount point"},
+		{"pid not using SRC", nil, []string{"--pid", strconv.Itoa(idle.Process.Pid), src, dst}, "does not use"},
+		{"bad freeze mode", nil, []string{"--freeze", "magic", src, dst}, "--freeze"},
+		{"one argument", nil, []string{src}, "needs SRC and DST"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var cred *syscall_Credential
+			if tc.cred != nil {
+				cred = tc.cred
+			}
+			code, stdout, stderr := livemig(t, cred, append([]string{"cutover"}, tc.args...)...)
+			if code != 2 || !strings.Contains(stderr, tc.says) || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+				t.Errorf("exit %d, stderr %q, stdout %q; want exit 2 and one line saying %q", code, stderr, stdout, tc.says)
+			}
+			if testutil.AllStopped(w.Process.Pid) {
+				t.Errorf("the writer was left stopped")
+			}
+		})
+	}
+}
+
+type syscall_Credential = syscall.Credential
