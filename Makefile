@@ -4,7 +4,7 @@ PKGS    := ./...
 # The suite must stay under 10 minutes on 2 cores; packages run in parallel.
 TESTFLAGS ?= -count=1 -timeout 9m
 
-.PHONY: build test lint bench bench-inject bench-sync demo clean
+.PHONY: build test lint bench bench-inject demo clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/livemig
@@ -21,6 +21,9 @@ bench: bench-inject
 
 bench-inject:
 	$(GO) test -run '^$$' -bench . -benchtime 2000x ./inject/
+
+demo: build
+	LIVEMIG=$(CURDIR)/$(BIN) bash bench/demo.sh
 
 clean:
 	rm -rf bin
