@@ -157,8 +157,8 @@ type cutover struct {
 	clock   monoClock
 	report  *Report
 	src     Source
-	freezer Freezer
-	ptracer *PtraceFreezer // the freezer, in ptrace mode
+	freezer holder
+	ptrace  bool // the freezer holds the processes through ptrace until thaw
 	guard   *Guardian
 	disc    *Discovery
 	movers  map[int]*mover
@@ -269,8 +269,7 @@ func (c *cutover) startFreezer() error {
 	if c.cfg.Freeze == FreezePtrace {
 		// A ptrace freeze needs no guardian: if livemig dies, the kernel detaches its
 		// tracees, and they run on.
-		c.ptracer = NewPtraceFreezer()
-		c.freezer = c.ptracer
+		c.freezer, c.ptrace = NewPtraceFreezer(), true
 		return nil
 	}
 	g, err := StartGuardian(c.cfg.Guardian)
@@ -278,7 +277,7 @@ func (c *cutover) startFreezer() error {
 		return fmt.Errorf("start guardian: %w", err)
 	}
 	c.guard = g
-	c.freezer = NewSignalFreezer(g)
+	c.freezer = newAttachingFreezer(NewSignalFreezer(g))
 	return nil
 }
 
@@ -289,8 +288,8 @@ func (c *cutover) excluded() []int {
 	return nil
 }
 
-// attach takes every frozen process under ptrace, for the swap (in ptrace mode the
-// freezer already holds them), and plans its moves.
+// attach collects the ptrace handle of every frozen process (the freezer attached them)
+// and makes its mover.
 func (c *cutover) attach() error {
 	var mu sync.Mutex
 	var g errgroup.Group
@@ -298,17 +297,14 @@ func (c *cutover) attach() error {
 	for i := range c.disc.Processes {
 		proc := &c.disc.Processes[i]
 		g.Go(func() error {
-			ip := c.ptracer.Process(proc.PID)
-			if ip == nil {
-				var err error
-				if ip, err = inject.Attach(proc.PID); err != nil {
-					if errors.Is(err, inject.ErrNoProcess) {
-						return nil // exited while frozen: nothing left to move
-					}
-					return err
-				}
+			ip, err := c.freezer.process(proc.PID)
+			if errors.Is(err, inject.ErrNoProcess) {
+				return nil // exited while frozen: nothing left to move
 			}
-			m := newMover(proc, ip, c.paths(), c.ptracer != nil)
+			if err != nil {
+				return err
+			}
+			m := newMover(proc, ip, c.paths(), c.ptrace)
 			mu.Lock()
 			c.movers[proc.PID] = m
 			mu.Unlock()
@@ -389,12 +385,16 @@ func (c *cutover) eachMover(ctx context.Context, f func(*mover) error) error {
 // commit drops the spares, lets the processes go and resumes them; from here on
 // nothing is rolled back.
 func (c *cutover) commit() error {
+	var mu sync.Mutex
 	var errs []error
-	for _, pid := range c.order {
-		if err := c.movers[pid].commit(); err != nil {
-			errs = append(errs, err) // the spare stays open in the process: harmless
+	_ = c.eachMover(context.Background(), func(m *mover) error {
+		if err := m.commit(); err != nil {
+			mu.Lock()
+			errs = append(errs, err) // a spare left open in the process: harmless
+			mu.Unlock()
 		}
-	}
+		return nil
+	})
 	if err := c.freezer.Thaw(); err != nil {
 		errs = append(errs, err)
 	}
