@@ -136,9 +136,22 @@ func TestTwentyWritersOneForking(t *testing.T) {
 // just before its swap, which the swap refuses.
 func TestRollbackWhenOneSwapFails(t *testing.T) {
 	testutil.RequireRoot(t)
-	for _, mode := range []FreezeMode{FreezeSigstop, FreezePtrace} {
-		t.Run(string(mode), func(t *testing.T) {
+	cases := []struct {
+		mode    FreezeMode
+		remount bool
+	}{{FreezeSigstop, false}, {FreezePtrace, false}, {FreezeSigstop, true}}
+	for _, tc := range cases {
+		mode := tc.mode
+		t.Run(fmt.Sprintf("%s/remount=%v", mode, tc.remount), func(t *testing.T) {
 			src, dst := testutil.MountTmpfs(t), testutil.MountTmpfs(t)
+			devOf := func(path string) uint64 {
+				var st unix.Stat_t
+				if err := unix.Stat(path, &st); err != nil {
+					t.Fatal(err)
+				}
+				return st.Dev
+			}
+			oldDev, newDev := devOf(src), devOf(dst)
 			ws := startWriters(t, src, 3, false)
 			victim := ws[2].pid()
 			fdsBefore := map[int]int{}
@@ -148,6 +161,9 @@ func TestRollbackWhenOneSwapFails(t *testing.T) {
 			hook := func(point string, pid int) error {
 				if point == "before-swap" && pid == victim {
 					target := filepath.Join(dst, "out-2")
+					if tc.remount { // the new filesystem is at SRC's path by now
+						target = filepath.Join(src, "out-2")
+					}
 					if err := os.Remove(target); err != nil {
 						return err
 					}
@@ -155,12 +171,15 @@ func TestRollbackWhenOneSwapFails(t *testing.T) {
 				}
 				return nil
 			}
-			rep, err := Run(context.Background(), Config{Src: src, Dst: dst, Freeze: mode, Delta: onceDelta{src, dst}, Hook: hook})
+			rep, err := Run(context.Background(), Config{Src: src, Dst: dst, Freeze: mode, Remount: tc.remount, Delta: onceDelta{src, dst}, Hook: hook})
 			if err == nil || !strings.Contains(err.Error(), "is a fifo") {
 				t.Fatalf("Run: %v, want the swap of pid %d to fail on the fifo", err, victim)
 			}
 			if rep.Result != ResultRolledBack {
 				t.Errorf("result %s, want %s", rep.Result, ResultRolledBack)
+			}
+			if devOf(src) != oldDev || devOf(dst) != newDev {
+				t.Errorf("filesystems not back in place after rollback: SRC on %d (want %d), DST on %d (want %d)", devOf(src), oldDev, devOf(dst), newDev)
 			}
 			for _, w := range ws {
 				pid := w.pid()
