@@ -173,7 +173,7 @@ func fileKind(m fs.FileMode) string {
 
 // Spare is a duplicate of an fd (or of the working directory) kept inside the process so
 // that a Swap or Chdir can be undone exactly: it shares the original open file, with its
-// offset and flags. It is close-on-exec and placed on a high fd number.
+// offset and flags. It is close-on-exec; a spare of an fd is placed on a high number.
 type Spare struct {
 	Fd      int  // the duplicate's number in the process
 	Target  int  // the fd it stands for; -1 for the working directory
@@ -201,7 +201,8 @@ func (p *Process) Spare(fd int) (Spare, error) {
 	return s, err
 }
 
-// SpareCwd keeps a handle on the working directory for Restore.
+// SpareCwd keeps a handle on the working directory for Restore: an O_PATH fd of ".",
+// opened close-on-exec in one call (the pause counts every injected call).
 func (p *Process) SpareCwd() (Spare, error) {
 	var s Spare
 	err := p.run(func() error {
@@ -214,14 +215,7 @@ func (p *Process) SpareCwd() (Spare, error) {
 		if err != nil {
 			return fmt.Errorf("spare cwd of pid %d: %w", p.pid, err)
 		}
-		high, err := p.dupHigh(int(fd))
-		if _, cerr := p.call("close", unix.SYS_CLOSE, fd); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return fmt.Errorf("spare cwd of pid %d: %w", p.pid, err)
-		}
-		s = Spare{Fd: high, Target: CwdTarget}
+		s = Spare{Fd: int(fd), Target: CwdTarget}
 		return nil
 	})
 	return s, err
