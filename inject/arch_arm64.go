@@ -74,3 +74,8 @@ func (r *regs) setSyscallResult(v int64) { r.gp.Regs[0] = uint64(v) }
 
 // archStopInterrupted adds the syscalls only this architecture has to stopInterrupted.
 var archStopInterrupted []uintptr
+
+// batchSupported: no code generator for arm64 yet; batches run call by call.
+const batchSupported = false
+
+func encodeBatch(calls []Call, results uintptr) []byte { return nil }

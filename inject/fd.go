@@ -110,29 +110,26 @@ func (p *Process) swap(fd int, path string) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := p.call("openat", unix.SYS_OPENAT, atFdcwd, pathAddr, uintptr(st.Flags&^flagsNeverReopened), 0)
-	if err != nil {
-		return err
-	}
-	undo := func(cause error) error {
-		if _, cerr := p.call("close", unix.SYS_CLOSE, tmp); cerr != nil {
-			return errors.Join(cause, cerr)
-		}
-		return cause
-	}
+	// One batch: open the new file, set the offset, put it on fd's number, close the
+	// temporary fd. A directory is reopened at its start (see Swap).
+	calls := []Call{{Name: "openat", Nr: unix.SYS_OPENAT, Args: []Arg{Val(atFdcwd), Val(pathAddr), Val(uintptr(st.Flags &^ flagsNeverReopened)), Val(0)}}}
 	if st.Offset > 0 && st.Flags&unix.O_DIRECTORY == 0 {
-		if _, err := p.call("lseek", unix.SYS_LSEEK, tmp, uintptr(st.Offset), unix.SEEK_SET); err != nil {
-			return undo(err)
-		}
+		calls = append(calls, Call{Name: "lseek", Nr: unix.SYS_LSEEK, Args: []Arg{ResultOf(0), Val(uintptr(st.Offset)), Val(unix.SEEK_SET)}})
 	}
 	var dupFlags uintptr
 	if st.Cloexec {
 		dupFlags = unix.O_CLOEXEC
 	}
-	if _, err := p.call("dup3", unix.SYS_DUP3, tmp, uintptr(fd), dupFlags); err != nil {
-		return undo(err)
+	calls = append(calls,
+		Call{Name: "dup3", Nr: unix.SYS_DUP3, Args: []Arg{ResultOf(0), Val(uintptr(fd)), Val(dupFlags)}},
+		Call{Name: "close", Nr: unix.SYS_CLOSE, Args: []Arg{ResultOf(0)}})
+	done, err := p.batch(calls)
+	if err != nil && len(done) > 0 && len(done) < len(calls)-1 {
+		// The new file is open but not in place: close it, fd is as it was.
+		if _, cerr := p.call("close", unix.SYS_CLOSE, done[0]); cerr != nil {
+			return errors.Join(err, cerr)
+		}
 	}
-	_, err = p.call("close", unix.SYS_CLOSE, tmp)
 	return err
 }
 
@@ -261,10 +258,21 @@ func (p *Process) Restore(s Spare) error {
 }
 
 // DropSpare closes a spare that is no longer needed (the swap is committed).
-func (p *Process) DropSpare(s Spare) error {
+func (p *Process) DropSpare(s Spare) error { return p.DropSpares([]Spare{s}) }
+
+// DropSpares closes spares that are no longer needed, in one batch.
+func (p *Process) DropSpares(spares []Spare) error {
+	if len(spares) == 0 {
+		return nil
+	}
 	return p.run(func() error {
-		if _, err := p.call("close", unix.SYS_CLOSE, uintptr(s.Fd)); err != nil {
-			return fmt.Errorf("drop spare fd %d of %s of pid %d: %w", s.Fd, s.what(), p.pid, err)
+		p.ResetScratch()
+		calls := make([]Call, len(spares))
+		for i, s := range spares {
+			calls[i] = Call{Name: fmt.Sprintf("close spare fd %d of %s", s.Fd, s.what()), Nr: unix.SYS_CLOSE, Args: []Arg{Val(uintptr(s.Fd))}}
+		}
+		if _, err := p.batch(calls); err != nil {
+			return fmt.Errorf("pid %d: %w", p.pid, err)
 		}
 		return nil
 	})

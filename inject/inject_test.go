@@ -618,3 +618,43 @@ func TestDetachLeavesNoTrace(t *testing.T) {
 	c.send(t, "w")
 	c.expect(t, "done")
 }
+
+// A batch runs its calls in one resume, feeds results forward, and stops at the first
+// failure, leaving the calls after it unrun.
+func TestBatch(t *testing.T) {
+	testutil.RequireRoot(t)
+	c := startChild(t, nil, buildTestdata(t, "counter"))
+	c.expect(t, "")
+	p := attach(t, c.pid)
+	err := p.Do(func() error {
+		p.ResetScratch()
+		dot, err := p.putString("/")
+		if err != nil {
+			return err
+		}
+		res, err := p.batch([]Call{
+			{Name: "getpid", Nr: unix.SYS_GETPID},
+			{Name: "openat", Nr: unix.SYS_OPENAT, Args: []Arg{Val(atFdcwd), Val(dot), Val(unix.O_RDONLY | unix.O_DIRECTORY)}},
+			{Name: "fcntl", Nr: unix.SYS_FCNTL, Args: []Arg{ResultOf(1), Val(unix.F_GETFD)}},
+			{Name: "close", Nr: unix.SYS_CLOSE, Args: []Arg{ResultOf(1)}},
+			{Name: "close again", Nr: unix.SYS_CLOSE, Args: []Arg{ResultOf(1)}},
+			{Name: "never", Nr: unix.SYS_EXIT_GROUP, Args: []Arg{Val(9)}},
+		})
+		var se *SyscallError
+		if !errors.As(err, &se) || se.Name != "close again" || !errors.Is(err, unix.EBADF) {
+			t.Errorf("batch error %v, want EBADF from the second close", err)
+		}
+		if len(res) != 4 || int(res[0]) != c.pid || res[2] != 0 || res[3] != 0 {
+			t.Errorf("results %v, want [%d fd 0 0]", res, c.pid)
+		}
+		if batchSupported && p.code == 0 {
+			t.Errorf("the batch did not run as code")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	detach(t, p)
+	c.expect(t, "") // still counting: exit_group never ran
+}

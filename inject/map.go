@@ -1,6 +1,7 @@
 package inject
 
 import (
+	"errors"
 	"fmt"
 	"unsafe"
 
@@ -62,16 +63,18 @@ func (p *Process) remap(addr, length uintptr, prot int, shared bool, path string
 			flags = unix.O_RDWR
 		}
 	}
-	fd, err := p.call("openat", unix.SYS_OPENAT, atFdcwd, pathAddr, uintptr(flags|unix.O_CLOEXEC), 0)
-	if err != nil {
-		return err
+	done, err := p.batch([]Call{
+		{Name: "openat", Nr: unix.SYS_OPENAT, Args: []Arg{Val(atFdcwd), Val(pathAddr), Val(uintptr(flags | unix.O_CLOEXEC)), Val(0)}},
+		{Name: "mmap", Nr: unix.SYS_MMAP, Args: []Arg{Val(addr), Val(length), Val(uintptr(prot)), Val(uintptr(mapFlags | unix.MAP_FIXED)), ResultOf(0), Val(uintptr(offset))}},
+		{Name: "close", Nr: unix.SYS_CLOSE, Args: []Arg{ResultOf(0)}},
+	})
+	if err != nil && len(done) == 1 { // the mmap failed: the old mapping stays
+		if _, cerr := p.call("close", unix.SYS_CLOSE, done[0]); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
 	}
-	got, err := p.call("mmap", unix.SYS_MMAP, addr, length, uintptr(prot), uintptr(mapFlags|unix.MAP_FIXED), fd, uintptr(offset))
-	if _, cerr := p.call("close", unix.SYS_CLOSE, fd); err == nil {
-		err = cerr
-	}
-	if err == nil && got != addr {
-		err = fmt.Errorf("mapped at %#x instead", got)
+	if err == nil && done[1] != addr {
+		err = fmt.Errorf("mapped at %#x instead", done[1])
 	}
 	return err
 }

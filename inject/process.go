@@ -24,6 +24,9 @@ type Process struct {
 	worker   *thread // the thread syscalls run in
 	insn     uintptr // address of a syscall instruction in the process's own code
 	scratch  scratch
+	code     uintptr // our executable page for batches (see batch)
+	// noCodePage: the process may not map a writable executable page; batches step.
+	noCodePage bool
 	exited   bool
 	detached bool
 }
@@ -297,6 +300,12 @@ func (p *Process) detachAll() error {
 		if err := p.unmapScratch(); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if p.code != 0 && !p.exited {
+		if _, err := p.call("munmap code", unix.SYS_MUNMAP, p.code, codeSize); err != nil {
+			errs = append(errs, err)
+		}
+		p.code = 0
 	}
 	for _, t := range p.threads {
 		if t.gone {
