@@ -18,17 +18,17 @@ var attachTimeout = 2 * time.Second
 // Process is a process under our control: every thread stopped until Detach.
 // It is not safe for concurrent use.
 type Process struct {
-	pid      int
-	tr       *tracer
-	threads  map[int]*thread
-	worker   *thread // the thread syscalls run in
-	insn     uintptr // address of a syscall instruction in the process's own code
-	scratch  scratch
-	code     uintptr // our executable page for batches (see batch)
+	pid     int
+	tr      *tracer
+	threads map[int]*thread
+	worker  *thread // the thread syscalls run in
+	insn    uintptr // address of a syscall instruction in the process's own code
+	scratch scratch
+	code    uintptr // our executable page for batches (see batch)
 	// noCodePage: the process may not map a writable executable page; batches step.
 	noCodePage bool
-	exited   bool
-	detached bool
+	exited     bool
+	detached   bool
 }
 
 type thread struct {
