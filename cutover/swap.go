@@ -320,16 +320,7 @@ func sameContent(a, b string) error {
 // commit drops the spares and lets the process go (in sigstop mode it stays stopped
 // until the freezer thaws it; in ptrace mode the freezer's thaw detaches it).
 func (m *mover) commit() error {
-	var errs []error
-	err := m.ip.Do(func() error {
-		for _, s := range m.spares {
-			if err := m.ip.DropSpare(s); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		return nil
-	})
-	errs = append(errs, err)
+	errs := []error{m.ip.DropSpares(m.spares)}
 	if !m.keepAttached {
 		errs = append(errs, m.ip.Detach())
 	}
