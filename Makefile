@@ -24,3 +24,6 @@ bench-inject:
 
 clean:
 	rm -rf bin
+
+bench-sync:
+	bash bench/sync.sh
