@@ -61,7 +61,7 @@ type pass struct {
 	// thorough: a rename or a link it replays moves DST's ctime without copying
 	// anything. A pass is not, except for what it has touched itself.
 	thorough bool
-	fatal   firstError
+	fatal    firstError
 
 	linksMu stdsync.Mutex
 	links   map[fileID]*linkClaim
