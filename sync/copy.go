@@ -61,6 +61,7 @@ type copyStats struct {
 // fileCopier copies the content of regular files.
 type fileCopier struct {
 	w     *workers
+	jobs  int
 	stats *copyStats
 	seq   atomic.Uint64 // temporary names
 }
@@ -240,13 +241,18 @@ func dstStIfUnchanged(fd int, old *unix.Stat_t, wrote bool) *unix.Stat_t {
 // chunks splits [0, size) into pieces for the workers and runs f on each, in parallel
 // when the file is large enough to be worth it.
 func (c *fileCopier) chunks(size int64, f func(start, end int64) error) error {
-	if size <= chunkSize {
+	return c.chunksOf(size, chunkSize, f)
+}
+
+// chunksOf is chunks with pieces of a given size.
+func (c *fileCopier) chunksOf(size, piece int64, f func(start, end int64) error) error {
+	if size <= piece {
 		return f(0, size)
 	}
 	var wg stdsync.WaitGroup
 	var first firstError
-	for start := int64(0); start < size; start += chunkSize {
-		end := min(start+chunkSize, size)
+	for start := int64(0); start < size; start += piece {
+		end := min(start+piece, size)
 		c.w.spawn(&wg, func() { first.set(f(start, end)) })
 	}
 	wg.Wait()
@@ -270,7 +276,13 @@ func (c *fileCopier) copyAll(srcFD, dstFD int, st *unix.Stat_t, wantHashes bool)
 	if wantHashes {
 		hashes = make([]uint64, (size+blockSize-1)/blockSize)
 	}
-	err := c.chunks(size, func(start, end int64) error {
+	// The kernel copies best in few long calls, and a filesystem serialises writes to
+	// one file anyway: one piece per worker. Hashing is our CPU's work: small pieces.
+	piece := int64(chunkSize)
+	if !wantHashes {
+		piece = max(piece, (size/int64(c.jobs)+blockSize)/blockSize*blockSize)
+	}
+	err := c.chunksOf(size, piece, func(start, end int64) error {
 		if wantHashes {
 			return c.hashCopy(srcFD, dstFD, start, end, hashes)
 		}

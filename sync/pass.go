@@ -47,7 +47,7 @@ const keepProblems = 1000
 
 func newTree(cfg *config, srcRoot, dstRoot int) *tree {
 	t := &tree{cfg: cfg, srcRoot: srcRoot, dstRoot: dstRoot, w: newWorkers(cfg.jobs), stats: &counters{}}
-	t.copier = &fileCopier{w: t.w, stats: &t.stats.copyStats}
+	t.copier = &fileCopier{w: t.w, jobs: cfg.jobs, stats: &t.stats.copyStats}
 	return t
 }
 
