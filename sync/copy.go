@@ -334,11 +334,11 @@ func (c *fileCopier) hashCopy(srcFD, dstFD int, start, end int64, hashes []uint6
 	for off := start; off < end; off += blockSize {
 		n := int(min(blockSize, end-off))
 		buf := (*bp)[:n]
-		if err := readFull(srcFD, buf, off); err != nil {
+		h, err := c.readHashed(srcFD, buf, off)
+		if err != nil {
 			return err
 		}
-		c.stats.bytesRead.Add(int64(n))
-		hashes[off/blockSize] = maphash.Bytes(hashSeed, buf)
+		hashes[off/blockSize] = h
 		if bytes.Equal(buf, zeroBlock[:n]) {
 			continue
 		}
@@ -414,12 +414,11 @@ func (c *fileCopier) patch(srcFD, dstFD int, size, oldSize int64, cache *blockCa
 		for off := start; off < end; off += blockSize {
 			n := int(min(blockSize, end-off))
 			buf := (*sp)[:n]
-			if err := readFull(srcFD, buf, off); err != nil {
+			h, err := c.readHashed(srcFD, buf, off)
+			if err != nil {
 				return err
 			}
-			c.stats.bytesRead.Add(int64(n))
 			i := off / blockSize
-			h := maphash.Bytes(hashSeed, buf)
 			hashes[i] = h
 			oldN := min(int64(n), max(0, oldSize-off)) // DST's bytes in this block
 			var same bool
@@ -456,6 +455,15 @@ func (c *fileCopier) patch(srcFD, dstFD int, size, oldSize int64, cache *blockCa
 		wrote.Store(true)
 	}
 	return hashes, wrote.Load(), nil
+}
+
+// readHashed fills buf from SRC at off and returns its hash.
+func (c *fileCopier) readHashed(fd int, buf []byte, off int64) (uint64, error) {
+	if err := readFull(fd, buf, off); err != nil {
+		return 0, err
+	}
+	c.stats.bytesRead.Add(int64(len(buf)))
+	return maphash.Bytes(hashSeed, buf), nil
 }
 
 // readFull reads len(buf) bytes at off; past the end of the file (SRC shrank) the rest

@@ -74,20 +74,27 @@ func waitFor(start time.Time, timeout time.Duration, what string, ok func() bool
 	return time.Since(start), nil
 }
 
+// mirroredDir makes a new directory under SRC and waits until the mirror has it.
+func mirroredDir(src, dst, prefix string, timeout time.Duration) (string, error) {
+	dir := fmt.Sprintf("%s-%d", prefix, time.Now().UnixNano())
+	if err := os.Mkdir(filepath.Join(src, dir), 0o755); err != nil {
+		return "", err
+	}
+	_, err := waitFor(time.Now(), timeout, "the directory", func() bool {
+		_, err := os.Stat(filepath.Join(dst, dir))
+		return err == nil
+	})
+	return dir, err
+}
+
 func sameContent(path string, want []byte) bool {
 	got, err := os.ReadFile(path)
 	return err == nil && bytes.Equal(got, want)
 }
 
 func small(src, dst string, n int, rate float64, timeout time.Duration) ([]time.Duration, error) {
-	dir := fmt.Sprintf("lag-small-%d", time.Now().UnixNano())
-	if err := os.Mkdir(filepath.Join(src, dir), 0o755); err != nil {
-		return nil, err
-	}
-	if _, err := waitFor(time.Now(), timeout, "the directory", func() bool {
-		_, err := os.Stat(filepath.Join(dst, dir))
-		return err == nil
-	}); err != nil {
+	dir, err := mirroredDir(src, dst, "lag-small", timeout)
+	if err != nil {
 		return nil, err
 	}
 	interval := time.Duration(float64(time.Second) / rate)
@@ -167,14 +174,8 @@ func appendTail(src, dst string, n int, timeout time.Duration) ([]time.Duration,
 // burst writes n files of 1 KiB into one existing directory as fast as it can and
 // returns one figure: the time from the first write until the last file is at DST.
 func burst(src, dst string, n int, timeout time.Duration) ([]time.Duration, error) {
-	dir := fmt.Sprintf("lag-burst-%d", time.Now().UnixNano())
-	if err := os.Mkdir(filepath.Join(src, dir), 0o755); err != nil {
-		return nil, err
-	}
-	if _, err := waitFor(time.Now(), timeout, "the directory", func() bool {
-		_, err := os.Stat(filepath.Join(dst, dir))
-		return err == nil
-	}); err != nil {
+	dir, err := mirroredDir(src, dst, "lag-burst", timeout)
+	if err != nil {
 		return nil, err
 	}
 	data := make([]byte, 1024)
