@@ -27,3 +27,6 @@ demo: build
 
 clean:
 	rm -rf bin
+
+bench-sync:
+	bash bench/sync.sh

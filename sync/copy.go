@@ -6,6 +6,7 @@ import (
 	"hash/maphash"
 	stdsync "sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -18,6 +19,9 @@ const (
 	// deltaMin is the size from which a changed file is patched in place, block by
 	// block; smaller files are simply written anew (temporary name, then rename).
 	deltaMin = 1 << 20
+	// smallFile is the size up to which one read and one write beat copy_file_range,
+	// which sets up a splice pipe per call on filesystems that cannot clone.
+	smallFile = 64 << 10
 )
 
 // The block hashes only ever compare content within this process, so a seeded maphash
@@ -57,6 +61,7 @@ type copyStats struct {
 // fileCopier copies the content of regular files.
 type fileCopier struct {
 	w     *workers
+	jobs  int
 	stats *copyStats
 	seq   atomic.Uint64 // temporary names
 }
@@ -110,34 +115,27 @@ func (c *fileCopier) copyFile(srcDir, dstDir int, name string, st, dstSt *unix.S
 			return res, err
 		}
 		res.changed = wrote
-		metaChanged, err := applyMeta(st, srcRef, entryRef{dirfd: dstDir, name: name, fd: dstFD}, dstStIfUnchanged(dstFD, dstSt, wrote))
+		metaChanged, err := applyMeta(st, srcRef, entryRef{dirfd: dstDir, name: name, fd: dstFD}, dstStIfUnchanged(dstFD, dstSt, wrote), true)
 		if err != nil {
 			return res, err
 		}
 		res.changed = res.changed || metaChanged
 	} else {
-		tmp := tempName(name, c.seq.Add(1))
-		dstFD, err = unix.Openat(dstDir, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		nf, err := c.newFile(dstDir, name, dstSt != nil)
 		if err != nil {
-			return res, &PathError{Op: "create", Err: err}
-		}
-		defer unix.Close(dstFD)
-		ok := false
-		defer func() {
-			if !ok {
-				_ = unix.Unlinkat(dstDir, tmp, 0)
-			}
-		}()
-		if hashes, err = c.copyAll(srcFD, dstFD, st.Size, keepCache && st.Size >= deltaMin); err != nil {
 			return res, err
 		}
-		if _, err := applyMeta(st, srcRef, entryRef{dirfd: dstDir, name: tmp, fd: dstFD}, nil); err != nil {
+		dstFD = nf.fd
+		defer nf.abort()
+		if hashes, err = c.copyAll(srcFD, dstFD, st, keepCache && st.Size >= deltaMin); err != nil {
 			return res, err
 		}
-		if err := unix.Renameat(dstDir, tmp, dstDir, name); err != nil {
-			return res, &PathError{Op: "rename into place", Err: err}
+		if _, err := applyMeta(st, srcRef, nf.ref(), nil, true); err != nil {
+			return res, err
 		}
-		ok = true
+		if err := nf.commit(); err != nil {
+			return res, err
+		}
 		res.changed = true
 	}
 	if res.changed {
@@ -156,6 +154,77 @@ func (c *fileCopier) copyFile(srcDir, dstDir int, name string, st, dstSt *unix.S
 	return res, nil
 }
 
+// newFile is a DST file being written: it gets its name only when complete. Where the
+// name is free and the filesystem can, it is an O_TMPFILE inode linked in at the end
+// (no name at all meanwhile, and no rename); otherwise a temporary name renamed over.
+type newFile struct {
+	dirfd    int
+	name     string
+	tmp      string // "" for an O_TMPFILE
+	fd       int
+	finished bool
+}
+
+func (c *fileCopier) newFile(dirfd int, name string, replace bool) (*newFile, error) {
+	nf := &newFile{dirfd: dirfd, name: name, fd: -1}
+	if !replace {
+		fd, err := unix.Openat(dirfd, ".", unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+		if err == nil {
+			nf.fd = fd
+			return nf, nil
+		}
+	}
+	nf.tmp = tempName(name, c.seq.Add(1))
+	fd, err := unix.Openat(dirfd, nf.tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, writeError("create", err)
+	}
+	nf.fd = fd
+	return nf, nil
+}
+
+// ref names the file for applyMeta, which uses its descriptor.
+func (nf *newFile) ref() entryRef {
+	if nf.tmp == "" {
+		return entryRef{dirfd: unix.AT_FDCWD, name: fdPath(nf.fd), fd: nf.fd}
+	}
+	return entryRef{dirfd: nf.dirfd, name: nf.tmp, fd: nf.fd}
+}
+
+// commit gives the finished file its name.
+func (nf *newFile) commit() error {
+	if nf.tmp == "" {
+		err := unix.Linkat(nf.fd, "", nf.dirfd, nf.name, unix.AT_EMPTY_PATH)
+		if err == unix.ENOENT || err == unix.EPERM { // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH
+			err = unix.Linkat(unix.AT_FDCWD, fdPath(nf.fd), nf.dirfd, nf.name, unix.AT_SYMLINK_FOLLOW)
+		}
+		if err == unix.EEXIST { // made meanwhile: link under a temporary name, rename over
+			nf.tmp = tempName(nf.name, uint64(nf.fd)<<32|uint64(time.Now().UnixNano()&0xffffffff))
+			if err = unix.Linkat(nf.fd, "", nf.dirfd, nf.tmp, unix.AT_EMPTY_PATH); err == nil {
+				err = unix.Renameat(nf.dirfd, nf.tmp, nf.dirfd, nf.name)
+			}
+		}
+		if err != nil {
+			return writeError("link into place", err)
+		}
+		nf.finished = true
+		return nil
+	}
+	if err := unix.Renameat(nf.dirfd, nf.tmp, nf.dirfd, nf.name); err != nil {
+		return writeError("rename into place", err)
+	}
+	nf.finished = true
+	return nil
+}
+
+// abort closes the file and removes what is left of an unfinished one.
+func (nf *newFile) abort() {
+	unix.Close(nf.fd)
+	if !nf.finished && nf.tmp != "" {
+		_ = unix.Unlinkat(nf.dirfd, nf.tmp, 0)
+	}
+}
+
 // dstStIfUnchanged returns DST's stat for applyMeta: the old one if we wrote nothing,
 // else a fresh one (writing moved its mtime).
 func dstStIfUnchanged(fd int, old *unix.Stat_t, wrote bool) *unix.Stat_t {
@@ -172,13 +241,18 @@ func dstStIfUnchanged(fd int, old *unix.Stat_t, wrote bool) *unix.Stat_t {
 // chunks splits [0, size) into pieces for the workers and runs f on each, in parallel
 // when the file is large enough to be worth it.
 func (c *fileCopier) chunks(size int64, f func(start, end int64) error) error {
-	if size <= chunkSize {
+	return c.chunksOf(size, chunkSize, f)
+}
+
+// chunksOf is chunks with pieces of a given size.
+func (c *fileCopier) chunksOf(size, piece int64, f func(start, end int64) error) error {
+	if size <= piece {
 		return f(0, size)
 	}
 	var wg stdsync.WaitGroup
 	var first firstError
-	for start := int64(0); start < size; start += chunkSize {
-		end := min(start+chunkSize, size)
+	for start := int64(0); start < size; start += piece {
+		end := min(start+piece, size)
 		c.w.spawn(&wg, func() { first.set(f(start, end)) })
 	}
 	wg.Wait()
@@ -189,17 +263,34 @@ func (c *fileCopier) chunks(size int64, f func(start, end int64) error) error {
 // only the data segments SEEK_DATA/SEEK_HOLE report are copied, after sizing DST. With
 // wantHashes, data goes through our buffers so that we hash exactly what we write;
 // otherwise copy_file_range lets the kernel copy (or reflink) it.
-func (c *fileCopier) copyAll(srcFD, dstFD int, size int64, wantHashes bool) ([]uint64, error) {
-	if err := unix.Ftruncate(dstFD, size); err != nil {
-		return nil, writeError("size", err)
+func (c *fileCopier) copyAll(srcFD, dstFD int, st *unix.Stat_t, wantHashes bool) ([]uint64, error) {
+	size := st.Size
+	// A file with as many blocks as bytes has no holes: no need to look for them.
+	sparse := st.Blocks*512 < st.Size
+	if sparse || wantHashes {
+		if err := unix.Ftruncate(dstFD, size); err != nil {
+			return nil, writeError("size", err)
+		}
 	}
 	var hashes []uint64
 	if wantHashes {
 		hashes = make([]uint64, (size+blockSize-1)/blockSize)
 	}
-	err := c.chunks(size, func(start, end int64) error {
+	// The kernel copies best in few long calls, and a filesystem serialises writes to
+	// one file anyway: one piece per worker. Hashing is our CPU's work: small pieces.
+	piece := int64(chunkSize)
+	if !wantHashes {
+		piece = max(piece, (size/int64(c.jobs)+blockSize)/blockSize*blockSize)
+	}
+	err := c.chunksOf(size, piece, func(start, end int64) error {
 		if wantHashes {
 			return c.hashCopy(srcFD, dstFD, start, end, hashes)
+		}
+		if !sparse && size <= smallFile {
+			return c.copyRangeRW(srcFD, dstFD, start, end-start)
+		}
+		if !sparse {
+			return c.copyRange(srcFD, dstFD, start, end-start)
 		}
 		return forEachData(srcFD, start, end, func(off, n int64) error {
 			return c.copyRange(srcFD, dstFD, off, n)
@@ -243,11 +334,11 @@ func (c *fileCopier) hashCopy(srcFD, dstFD int, start, end int64, hashes []uint6
 	for off := start; off < end; off += blockSize {
 		n := int(min(blockSize, end-off))
 		buf := (*bp)[:n]
-		if err := readFull(srcFD, buf, off); err != nil {
+		h, err := c.readHashed(srcFD, buf, off)
+		if err != nil {
 			return err
 		}
-		c.stats.bytesRead.Add(int64(n))
-		hashes[off/blockSize] = maphash.Bytes(hashSeed, buf)
+		hashes[off/blockSize] = h
 		if bytes.Equal(buf, zeroBlock[:n]) {
 			continue
 		}
@@ -323,12 +414,11 @@ func (c *fileCopier) patch(srcFD, dstFD int, size, oldSize int64, cache *blockCa
 		for off := start; off < end; off += blockSize {
 			n := int(min(blockSize, end-off))
 			buf := (*sp)[:n]
-			if err := readFull(srcFD, buf, off); err != nil {
+			h, err := c.readHashed(srcFD, buf, off)
+			if err != nil {
 				return err
 			}
-			c.stats.bytesRead.Add(int64(n))
 			i := off / blockSize
-			h := maphash.Bytes(hashSeed, buf)
 			hashes[i] = h
 			oldN := min(int64(n), max(0, oldSize-off)) // DST's bytes in this block
 			var same bool
@@ -365,6 +455,15 @@ func (c *fileCopier) patch(srcFD, dstFD int, size, oldSize int64, cache *blockCa
 		wrote.Store(true)
 	}
 	return hashes, wrote.Load(), nil
+}
+
+// readHashed fills buf from SRC at off and returns its hash.
+func (c *fileCopier) readHashed(fd int, buf []byte, off int64) (uint64, error) {
+	if err := readFull(fd, buf, off); err != nil {
+		return 0, err
+	}
+	c.stats.bytesRead.Add(int64(len(buf)))
+	return maphash.Bytes(hashSeed, buf), nil
 }
 
 // readFull reads len(buf) bytes at off; past the end of the file (SRC shrank) the rest

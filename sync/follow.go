@@ -272,7 +272,7 @@ func (m *Mirror) fullPass(ctx context.Context, first bool) error {
 	}
 	start := time.Now()
 	before := m.t.stats.bytesRead.Load()
-	err := m.t.newPass(ctx, false).run()
+	err := m.t.newPass(ctx, false, false).run()
 	m.mu.Lock()
 	m.inflightAt = time.Time{}
 	if err == nil {
@@ -405,7 +405,7 @@ func depth(rel string) int {
 //  4. serially, deepest first: set the touched directories' metadata, which every
 //     change inside them has moved.
 func (m *Mirror) applyBatch(ctx context.Context, dirty, forced []string) error {
-	p := m.t.newPass(ctx, len(forced) > 0)
+	p := m.t.newPass(ctx, len(forced) > 0, true)
 	items := m.statItems(dirty, forced)
 	dirMeta := map[string]bool{}
 	var work []*batchItem // for step 2

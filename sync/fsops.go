@@ -1,6 +1,8 @@
 package sync
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -81,13 +83,20 @@ func openDirBeneath(root int, rel string, src bool) (int, error) {
 	return fd, err
 }
 
-// readDirNames lists a directory opened as fd (from its start).
-func readDirNames(fd int) ([]string, error) {
+// dirEntry is a name from a directory listing and its type (unix.DT_*, DT_UNKNOWN on
+// filesystems that do not say).
+type dirEntry struct {
+	name  string
+	dtype uint8
+}
+
+// readDir lists a directory opened as fd (from its start).
+func readDir(fd int) ([]dirEntry, error) {
 	if _, err := unix.Seek(fd, 0, 0); err != nil {
 		return nil, err
 	}
 	buf := make([]byte, 32<<10)
-	var names []string
+	var out []dirEntry
 	for {
 		var n int
 		err := retryEINTR(func() (err error) {
@@ -98,10 +107,34 @@ func readDirNames(fd int) ([]string, error) {
 			return nil, err
 		}
 		if n <= 0 {
-			return names, nil
+			return out, nil
 		}
-		_, _, names = unix.ParseDirent(buf[:n], -1, names)
+		// struct linux_dirent64: u64 ino, s64 off, u16 reclen, u8 type, name\0
+		for b := buf[:n]; len(b) >= 19; {
+			reclen := int(binary.NativeEndian.Uint16(b[16:18]))
+			if reclen < 19 || reclen > len(b) {
+				break
+			}
+			name := b[19:reclen]
+			if i := bytes.IndexByte(name, 0); i >= 0 {
+				name = name[:i]
+			}
+			if s := string(name); s != "." && s != ".." {
+				out = append(out, dirEntry{name: s, dtype: b[18]})
+			}
+			b = b[reclen:]
+		}
 	}
+}
+
+// readDirNames lists only the names of a directory opened as fd.
+func readDirNames(fd int) ([]string, error) {
+	ents, err := readDir(fd)
+	names := make([]string, len(ents))
+	for i, e := range ents {
+		names[i] = e.name
+	}
+	return names, err
 }
 
 // procPath names the entry name inside the directory dirfd for the path-only calls
@@ -110,6 +143,9 @@ func readDirNames(fd int) ([]string, error) {
 func procPath(dirfd int, name string) string {
 	return "/proc/self/fd/" + strconv.Itoa(dirfd) + "/" + name
 }
+
+// fdPath is the /proc path of an open descriptor itself.
+func fdPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 
 // splitRel splits a relative path into its parent ("." for the root) and last name.
 func splitRel(rel string) (dir, name string) {

@@ -56,7 +56,7 @@ func Once(ctx context.Context, opts Options) (Stats, error) {
 	defer unix.Close(srcFD)
 	defer unix.Close(dstFD)
 	t := newTree(cfg, srcFD, dstFD)
-	err = t.newPass(ctx, false).run()
+	err = t.newPass(ctx, false, false).run()
 	s := t.snapshot(start)
 	t.logSummary("pass done", s)
 	return s, err

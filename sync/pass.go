@@ -47,7 +47,7 @@ const keepProblems = 1000
 
 func newTree(cfg *config, srcRoot, dstRoot int) *tree {
 	t := &tree{cfg: cfg, srcRoot: srcRoot, dstRoot: dstRoot, w: newWorkers(cfg.jobs), stats: &counters{}}
-	t.copier = &fileCopier{w: t.w, stats: &t.stats.copyStats}
+	t.copier = &fileCopier{w: t.w, jobs: cfg.jobs, stats: &t.stats.copyStats}
 	return t
 }
 
@@ -56,7 +56,12 @@ type pass struct {
 	*tree
 	ctx     context.Context
 	compare bool // compare content even when size and mtime agree
-	fatal   firstError
+	// thorough compares xattrs of every entry; otherwise an entry whose SRC ctime is
+	// older than DST's is taken as unchanged (see applyMeta). A follower's batches are
+	// thorough: a rename or a link it replays moves DST's ctime without copying
+	// anything. A pass is not, except for what it has touched itself.
+	thorough bool
+	fatal    firstError
 
 	linksMu stdsync.Mutex
 	links   map[fileID]*linkClaim
@@ -69,8 +74,9 @@ type linkClaim struct {
 	dstRel string // where the content went; "" if copying failed
 }
 
-func (t *tree) newPass(ctx context.Context, compare bool) *pass {
-	return &pass{tree: t, ctx: ctx, compare: compare, links: map[fileID]*linkClaim{}}
+func (t *tree) newPass(ctx context.Context, compare, thorough bool) *pass {
+	return &pass{tree: t, ctx: ctx, compare: compare, thorough: thorough || compare || t.cfg.checksum,
+		links: map[fileID]*linkClaim{}}
 }
 
 func (p *pass) stopped() bool { return p.ctx.Err() != nil || p.fatal.get() != nil }
@@ -122,6 +128,9 @@ type dirRef struct {
 	rel          string
 	srcFD, dstFD int
 	src, dst     entryRef
+	// dstCtime is DST's ctime before this pass changed anything inside (nil: unknown,
+	// or a directory we just made), for applyMeta's ctime rule.
+	dstCtime *unix.Timespec
 }
 
 func (t *tree) rootRef() dirRef {
@@ -162,8 +171,10 @@ func (d dirRef) close(t *tree) {
 	}
 }
 
-// entryBatch is how many names of one directory one worker takes at a time.
-const entryBatch = 32
+// entryBatch is how many names of one directory one worker takes at a time. Workers
+// in the same directory contend for its lock (every create and rename takes it), so
+// directories are what runs in parallel; only large directories are split.
+const entryBatch = 512
 
 // syncDir makes DST's directory d match SRC's, everything below it included, and then
 // gives it SRC's metadata (last, since every change inside moves its mtime).
@@ -181,7 +192,7 @@ func (p *pass) syncDir(d dirRef) {
 			p.problem(d.rel, err)
 		}
 	}
-	srcNames, err := readDirNames(d.srcFD)
+	srcEnts, err := readDir(d.srcFD)
 	if err != nil {
 		p.problem(d.rel, &PathError{Op: "list", Err: err})
 		return
@@ -191,41 +202,47 @@ func (p *pass) syncDir(d dirRef) {
 		p.problem(d.rel, &PathError{Op: "list DST", Err: err})
 		return
 	}
-	inSrc := make(map[string]struct{}, len(srcNames))
-	for _, n := range srcNames {
-		inSrc[n] = struct{}{}
+	inSrc := make(map[string]struct{}, len(srcEnts))
+	for _, e := range srcEnts {
+		inSrc[e.name] = struct{}{}
 	}
 	// Removals first: they free the space and the names the copies may need.
+	inDst := make(map[string]bool, len(dstNames))
 	for _, n := range dstNames {
 		if _, ok := inSrc[n]; !ok {
 			p.removeExtra(d.dstFD, joinRel(d.rel, n), n)
+		} else {
+			inDst[n] = true
 		}
 	}
-	sort.Strings(srcNames)
+	sort.Slice(srcEnts, func(i, j int) bool { return srcEnts[i].name < srcEnts[j].name })
+	// Each subdirectory is a task of its own; other entries go in batches.
 	var wg stdsync.WaitGroup
 	var batch []string
-	flush := func() {
-		if len(batch) == 0 {
-			return
-		}
-		names := batch
-		batch = nil
+	run := func(names []string) {
 		p.w.spawn(&wg, func() {
 			for _, n := range names {
 				if p.stopped() {
 					return
 				}
-				p.syncEntry(d, n)
+				p.syncEntry(d, n, inDst[n])
 			}
 		})
 	}
-	for _, n := range srcNames {
-		batch = append(batch, n)
+	for _, e := range srcEnts {
+		if e.dtype == unix.DT_DIR {
+			run([]string{e.name})
+			continue
+		}
+		batch = append(batch, e.name)
 		if len(batch) == entryBatch {
-			flush()
+			run(batch)
+			batch = nil
 		}
 	}
-	flush()
+	if len(batch) > 0 {
+		run(batch)
+	}
 	wg.Wait()
 	if p.stopped() {
 		return
@@ -242,7 +259,11 @@ func (p *pass) syncDirMeta(d dirRef) error {
 	if err := unix.Fstat(d.dstFD, &dst); err != nil {
 		return err
 	}
-	changed, err := applyMeta(&st, d.src, d.dst, &dst)
+	thorough := p.thorough || d.dstCtime == nil
+	if !thorough {
+		dst.Ctim = *d.dstCtime // what we made inside moved it, not a copy of metadata
+	}
+	changed, err := applyMeta(&st, d.src, d.dst, &dst, thorough)
 	if changed {
 		p.stats.metaOnly.Add(1)
 	}
@@ -269,8 +290,9 @@ func (p *pass) removeExtra(dstDir int, rel, name string) {
 	p.stats.deleted.Add(1)
 }
 
-// syncEntry mirrors the entry name of directory d.
-func (p *pass) syncEntry(d dirRef, name string) {
+// syncEntry mirrors the entry name of directory d; dstHas says whether DST's listing
+// had the name (when it did not, DST need not be asked: only we write there).
+func (p *pass) syncEntry(d dirRef, name string, dstHas bool) {
 	rel := joinRel(d.rel, name)
 	p.stats.entries.Add(1)
 	var st unix.Stat_t
@@ -286,18 +308,26 @@ func (p *pass) syncEntry(d dirRef, name string) {
 	if p.cfg.excl.excluded(rel, kind == unix.S_IFDIR) {
 		return
 	}
-	p.problem(rel, p.syncOne(d, name, rel, &st))
+	p.problem(rel, p.syncOneKnown(d, name, rel, &st, dstHas))
 }
 
 // syncOne mirrors one entry whose SRC stat is st.
 func (p *pass) syncOne(d dirRef, name, rel string, st *unix.Stat_t) error {
+	return p.syncOneKnown(d, name, rel, st, true)
+}
+
+// syncOneKnown is syncOne when we know whether DST may have the name.
+func (p *pass) syncOneKnown(d dirRef, name, rel string, st *unix.Stat_t, dstMayHave bool) error {
 	kind := st.Mode & unix.S_IFMT
 	var dst unix.Stat_t
-	dstSt := &dst
-	if err := lstatAt(d.dstFD, name, &dst); err == unix.ENOENT {
-		dstSt = nil
-	} else if err != nil {
-		return &PathError{Op: "stat DST", Err: err}
+	var dstSt *unix.Stat_t
+	if dstMayHave {
+		dstSt = &dst
+		if err := lstatAt(d.dstFD, name, &dst); err == unix.ENOENT {
+			dstSt = nil
+		} else if err != nil {
+			return &PathError{Op: "stat DST", Err: err}
+		}
 	}
 	if dstSt != nil && dstSt.Mode&unix.S_IFMT != kind {
 		if err := removeAllAt(d.dstFD, name); err != nil {
@@ -338,7 +368,8 @@ func (p *pass) syncOne(d dirRef, name, rel string, st *unix.Stat_t) error {
 
 // fixMeta brings an entry whose content is right to SRC's metadata.
 func (p *pass) fixMeta(rel string, st *unix.Stat_t, src, dst entryRef, dstSt *unix.Stat_t) error {
-	changed, err := applyMeta(st, src, dst, dstSt)
+	// A hardlink's ctime moves when one of its names is linked: no ctime rule then.
+	changed, err := applyMeta(st, src, dst, dstSt, p.thorough || st.Nlink > 1)
 	if changed {
 		p.stats.metaOnly.Add(1)
 	}
@@ -355,7 +386,7 @@ func (p *pass) createAndMove(d dirRef, name, rel string, st *unix.Stat_t, create
 	if err := create(tmp); err != nil {
 		return writeError("create", err)
 	}
-	if _, err := applyMeta(st, entryRef{dirfd: d.srcFD, name: name, fd: -1}, entryRef{dirfd: d.dstFD, name: tmp, fd: -1}, nil); err != nil {
+	if _, err := applyMeta(st, entryRef{dirfd: d.srcFD, name: name, fd: -1}, entryRef{dirfd: d.dstFD, name: tmp, fd: -1}, nil, true); err != nil {
 		_ = unix.Unlinkat(d.dstFD, tmp, 0)
 		return err
 	}
@@ -404,6 +435,9 @@ func (p *pass) syncSubdir(d dirRef, name, rel string, st, dstSt *unix.Stat_t) er
 	defer sub.close(p.tree)
 	sub.src = entryRef{dirfd: d.srcFD, name: name, fd: sub.srcFD}
 	sub.dst = entryRef{dirfd: d.dstFD, name: name, fd: sub.dstFD}
+	if dstSt != nil {
+		sub.dstCtime = &dstSt.Ctim
+	}
 	p.idx.set(rel, idOf(st), true, nil)
 	p.syncDir(sub)
 	return nil
@@ -531,8 +565,11 @@ func (p *pass) linkTo(d dirRef, name, rel string, st *unix.Stat_t, target string
 	if err := unix.Linkat(tfd, tname, d.dstFD, tmp, 0); err != nil {
 		return writeError("link", err)
 	}
-	if err := unix.Renameat(d.dstFD, tmp, d.dstFD, name); err != nil {
-		_ = unix.Unlinkat(d.dstFD, tmp, 0)
+	err = unix.Renameat(d.dstFD, tmp, d.dstFD, name)
+	// rename(2) of two names of one inode does nothing and succeeds: the temporary
+	// name must go in any case.
+	_ = unix.Unlinkat(d.dstFD, tmp, 0)
+	if err != nil {
 		return writeError("rename link into place", err)
 	}
 	p.stats.linked.Add(1)
@@ -544,6 +581,10 @@ func (p *pass) linkTo(d dirRef, name, rel string, st *unix.Stat_t, target string
 func (p *pass) run() error {
 	p.stats.passes.Add(1)
 	root := p.rootRef()
+	var st unix.Stat_t
+	if unix.Fstat(root.dstFD, &st) == nil {
+		root.dstCtime = &st.Ctim
+	}
 	p.syncDir(root)
 	return p.err()
 }
