@@ -112,7 +112,7 @@ func TestCutoverMovesWriters(t *testing.T) {
 				}
 				cmd := w.start(t, src)
 				time.Sleep(50 * time.Millisecond)
-				before := fdFlags(t, cmd.Process.Pid)
+				before := fdFlags(t, cmd.Process.Pid, src)
 
 				args := []string{"cutover", "--json", src, dst}
 				if remount {
@@ -142,9 +142,9 @@ func TestCutoverMovesWriters(t *testing.T) {
 					t.Fatal(err)
 				}
 				newDev := st.Dev
-				after := fdFlags(t, cmd.Process.Pid)
+				after := fdFlags(t, cmd.Process.Pid, final)
 				for fd, fl := range before {
-					if a, ok := after[fd]; ok && a != fl { // (cwdfile comes and goes)
+					if a, ok := after[fd]; ok && a != fl { // (bash's redirections come and go)
 						t.Errorf("fd %d: flags %o before, %o after", fd, fl, a)
 					}
 				}
@@ -174,8 +174,8 @@ func parseReport(t *testing.T, stdout string) cutover.Report {
 	return rep
 }
 
-// fdFlags is fd number -> fdinfo flags of pid (its regular files and directories).
-func fdFlags(t *testing.T, pid int) map[int]int64 {
+// fdFlags is fd number -> fdinfo flags of pid, for its fds under dir.
+func fdFlags(t *testing.T, pid int, dir string) map[int]int64 {
 	t.Helper()
 	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	if err != nil {
@@ -184,6 +184,9 @@ func fdFlags(t *testing.T, pid int) map[int]int64 {
 	flags := map[int]int64{}
 	for _, e := range entries {
 		fd, _ := strconv.Atoi(e.Name())
+		if target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", pid, fd)); !strings.HasPrefix(target, dir+"/") && target != dir {
+			continue
+		}
 		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%d", pid, fd))
 		if err != nil {
 			continue

@@ -167,42 +167,12 @@ func TestPlanBadInput(t *testing.T) {
 	}
 }
 
-// Not root: exit 2 with one line, before anything is read. The test binary reruns
-// itself as nobody.
+// Not root: exit 2 with one line, before anything is read (the built binary run as nobody).
 func TestPlanNotRoot(t *testing.T) {
-	if os.Getenv("LIVEMIG_PLAN_AS_NOBODY") == "1" {
-		os.Exit(run([]string{"plan", "/"}, os.Stdout, os.Stderr))
-	}
 	testutil.RequireRoot(t)
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp("", "livemig-plan-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "livemig.test")
-	b, err := os.ReadFile(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-test.run=^TestPlanNotRoot$")
-	cmd.Dir = "/"
-	cmd.Env = append(os.Environ(), "LIVEMIG_PLAN_AS_NOBODY=1")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	err = cmd.Run()
-	if cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != exitUsage || !strings.Contains(stderr.String(), "needs root") {
-		t.Errorf("as nobody: %v, stderr %q; want exit 2 saying root is needed", err, stderr.String())
+	code, _, stderr := livemig(t, &syscall.Credential{Uid: 65534, Gid: 65534}, "plan", "/")
+	if code != exitUsage || !strings.Contains(stderr, "needs root") || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+		t.Errorf("as nobody: exit %d, stderr %q; want exit 2 and one line saying root is needed", code, stderr)
 	}
 }
 
