@@ -283,7 +283,7 @@ func gdbScript(fds map[int]string, cwd, src, dst string) string {
 	b.WriteString("shell sync\n")
 	byDir := map[string][]string{}
 	for _, n := range nums {
-		if fi, err := os.Stat(fds[n]); err == nil && fi.Mode().IsRegular() {
+		if fi, err := os.Stat(fds[n]); err != nil || !fi.IsDir() { // a directory fd needs no copy
 			d := filepath.Dir(moved(fds[n], src, dst))
 			byDir[d] = append(byDir[d], shellQuote(fds[n]))
 		}

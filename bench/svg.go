@@ -19,7 +19,7 @@ type Timeline struct {
 	Pauses  [][2]int64 `json:"pauses"` // each process's pause gap, relative
 }
 
-const timelineBins = 300
+const timelineBins = 150
 
 func newTimeline(start, end int64) *Timeline {
 	d := end - start
