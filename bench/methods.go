@@ -171,10 +171,14 @@ type CutoverLeftov struct {
 func runLivemig(ctx context.Context, e *env, remount bool) (*migration, error) {
 	m := &migration{start: monoNow(), windows: map[int]Window{}, reported: map[int]int64{}}
 	if _, err := command(ctx, e.livemig, "sync", "--once", e.st.Src, e.st.Dst); err != nil {
-		if !strings.Contains(err.Error(), "unknown command") {
-			return nil, fmt.Errorf("mirror before the cutover: %w", err)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
 		}
-		m.notes = append(m.notes, "livemig sync is not in this build: tree pre-copied with cp -a")
+		why := "livemig sync is not in this build"
+		if !strings.Contains(err.Error(), "unknown command") {
+			why = "livemig sync --once failed (" + firstLine(err.Error(), 200) + ")"
+		}
+		m.notes = append(m.notes, why+": tree pre-copied with cp -a")
 		if _, err := command(ctx, "cp", "-a", e.st.Src+"/.", e.st.Dst+"/"); err != nil {
 			return nil, err
 		}

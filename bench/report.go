@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -121,16 +122,23 @@ func (r *Report) rows() [][]string {
 			if b := baseline(cr, mr.Method); b != nil && b != mr && b.Pause.Median > 0 {
 				ratio = fmt.Sprintf("%.0fx %s", float64(mr.Pause.Median)/float64(b.Pause.Median), b.Method)
 			}
-			notes := ""
+			var notes []string
 			if mr.Errors > 0 {
 				for _, run := range mr.Runs {
 					if run.Error != "" {
-						notes = fmt.Sprintf("%d run(s) failed: %s", mr.Errors, firstLine(run.Error, 120))
+						notes = append(notes, fmt.Sprintf("%d run(s) failed: %s", mr.Errors, firstLine(run.Error, 120)))
 						break
 					}
 				}
 			}
-			row = append(row, statCell(mr.Pause), statCell(mr.Total), integ, statCell(cr.ControlGap), ratio, notes)
+			for _, run := range mr.Runs {
+				for _, n := range run.Notes {
+					if len(notes) < 3 && !slices.Contains(notes, n) {
+						notes = append(notes, n)
+					}
+				}
+			}
+			row = append(row, statCell(mr.Pause), statCell(mr.Total), integ, statCell(cr.ControlGap), ratio, strings.Join(notes, "; "))
 			out = append(out, row)
 		}
 	}

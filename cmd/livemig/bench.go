@@ -123,6 +123,9 @@ Examples:
 					Cases: cases, FS: *fstype, Repeat: *repeat, Methods: methods, Livemig: self,
 					Before: *before, After: *after, Progress: progress,
 				})
+				if ctx.Err() != nil {
+					return fmt.Errorf("interrupted: storage unmounted and workload stopped")
+				}
 				if err != nil {
 					return err
 				}
