@@ -100,10 +100,10 @@ func TestIntegrityOutOfOrder(t *testing.T) {
 
 func TestIntegrityTornLine(t *testing.T) {
 	for name, data := range map[string]string{
-		"no final newline": "0 100\n1 200\n2 30",
+		"no final newline":  "0 100\n1 200\n2 30",
 		"cut in the middle": "0 100\n1 2\x00\x00\n2 300\n",
-		"garbage":          "0 100\nxyz\n1 200\n",
-		"empty line":       "0 100\n\n1 200\n",
+		"garbage":           "0 100\nxyz\n1 200\n",
+		"empty line":        "0 100\n\n1 200\n",
 	} {
 		l := ParseLog([]byte(data))
 		if l.Torn != 1 {
