@@ -201,7 +201,7 @@ func runLivemig(ctx context.Context, e *env, remount bool) (*migration, error) {
 		code = cmd.ProcessState.ExitCode()
 	}
 	if code == 2 && strings.Contains(stderr.String(), "unknown command") {
-		return nil, errUnavailable{"livemig cutover is not in this build (" + strings.TrimSpace(stderr.String()) + ")"}
+		return nil, errUnavailable{`livemig cutover is not in this build ("unknown command")`}
 	}
 	var rep CutoverReport
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {

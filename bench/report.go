@@ -103,10 +103,10 @@ func msShort(ns int64) string {
 
 // rows is the table shared by the terminal and Markdown outputs.
 func (r *Report) rows() [][]string {
-	head := []string{"case", "method", "pause median (min–max)", "total", "integrity", "control gap", "pause vs livemig", "notes"}
+	head := []string{"procs x files @lines/s", "method", "pause median (min–max)", "total", "integrity", "control gap", "pause vs livemig", "notes"}
 	out := [][]string{head}
 	for _, cr := range r.Cases {
-		name := fmt.Sprintf("%d proc x %d files @%d/s", cr.Shape.Procs, cr.Shape.Files, cr.Shape.Rate)
+		name := fmt.Sprintf("%d x %d @%d/s", cr.Shape.Procs, cr.Shape.Files, cr.Shape.Rate)
 		for _, mr := range cr.Methods {
 			row := []string{name, mr.Method}
 			if mr.Skipped != "" {

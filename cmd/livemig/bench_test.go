@@ -161,7 +161,7 @@ func TestBenchDowntimeRecipes(t *testing.T) {
 
 	checkSVG(t, svg)
 	page, err := os.ReadFile(md)
-	if err != nil || !strings.Contains(string(page), "| 1 proc x 1 files @1000/s | gdb |") || !strings.Contains(string(page), "livemig bench downtime") {
+	if err != nil || !strings.Contains(string(page), "| 1 x 1 @1000/s | gdb |") || !strings.Contains(string(page), "livemig bench downtime") {
 		t.Errorf("results page (%v):\n%s", err, page)
 	}
 }
