@@ -4,7 +4,7 @@ PKGS    := ./...
 # The suite must stay under 10 minutes on 2 cores; packages run in parallel.
 TESTFLAGS ?= -count=1 -timeout 9m
 
-.PHONY: build test lint bench bench-inject demo clean
+.PHONY: build test lint bench bench-inject bench-downtime bench-sync demo clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/livemig
@@ -17,7 +17,13 @@ lint:
 test: lint
 	$(GO) test $(TESTFLAGS) $(PKGS)
 
-bench: bench-inject
+bench: bench-inject bench-downtime
+
+# The downtime matrix of issue 6 (processes x files @ lines/s per file), every method,
+# repeat 3: writes bench/results.md and bench/downtime.svg. Root; a few minutes on 2 cores.
+BENCH_DOWNTIME ?= --matrix 1x1@1000,1x64@500,20x8@250 --repeat 3
+bench-downtime: build
+	$(BIN) bench downtime $(BENCH_DOWNTIME) --markdown bench/results.md --svg bench/downtime.svg
 
 bench-inject:
 	$(GO) test -run '^$$' -bench . -benchtime 2000x ./inject/
