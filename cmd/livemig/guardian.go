@@ -11,6 +11,7 @@ import (
 func init() {
 	register(&command{
 		name:    cutover.GuardianSubcommand,
+		hidden:  true,
 		summary: "internal: started by livemig itself to resume frozen processes should livemig die",
 		usage: `guardian   (not for direct use)
 

@@ -25,6 +25,7 @@ const (
 type command struct {
 	name    string
 	summary string
+	hidden  bool   // internal: not listed in the top-level help
 	usage   string // argument synopsis and examples, shown by --help
 	// run parses args with fs (already holding the shared flags) and does the work.
 	setup func(fs *pflag.FlagSet) func(args []string) error
@@ -99,8 +100,10 @@ func printTopUsage(w io.Writer) {
 	fmt.Fprintln(w, "livemig moves a live directory tree to new storage while its programs keep running.")
 	fmt.Fprintln(w, "\nUsage: livemig COMMAND [flags] ARGS...\n\nCommands:")
 	names := make([]string, 0, len(commands))
-	for n := range commands {
-		names = append(names, n)
+	for n, c := range commands {
+		if !c.hidden {
+			names = append(names, n)
+		}
 	}
 	sort.Strings(names)
 	for _, n := range names {
