@@ -156,7 +156,6 @@ type cutover struct {
 	cfg     Config
 	clock   monoClock
 	report  *Report
-	src     Source
 	freezer holder
 	ptrace  bool // the freezer holds the processes through ptrace until thaw
 	guard   *Guardian
@@ -167,20 +166,13 @@ type cutover struct {
 }
 
 func (c *cutover) run(ctx context.Context) (err error) {
-	var src Source
 	if err := c.phase("discover", func() error {
-		s, err := ResolveSource(c.cfg.Src)
-		if err != nil {
-			return err
-		}
-		src = s
 		d, err := Discover(c.cfg.Src, Options{PIDs: c.cfg.PIDs})
 		c.disc = d
 		return asInputError(err)
 	}); err != nil {
 		return err
 	}
-	c.src = src
 
 	if err := c.startFreezer(); err != nil {
 		return err
