@@ -9,7 +9,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 
 	"github.com/livemig/livemig/inject"
@@ -250,12 +252,17 @@ func (m *mover) verify() error {
 			return fmt.Errorf("pid %d %s still reaches device %d:%d inode %d, not the new file (inode %d)", pid, c.what, unix.Major(dev), unix.Minor(dev), ino, c.ino)
 		}
 	}
+	var g errgroup.Group
+	g.SetLimit(4)
 	for _, rel := range m.content {
-		if err := sameContent(m.paths.old(rel), m.paths.new(rel)); err != nil {
-			return fmt.Errorf("pid %d: %w", pid, err)
-		}
+		g.Go(func() error {
+			if err := sameContent(m.paths.old(rel), m.paths.new(rel)); err != nil {
+				return fmt.Errorf("pid %d: %w", pid, err)
+			}
+			return nil
+		})
 	}
-	return nil
+	return g.Wait()
 }
 
 // mappingInode finds the device and inode of the mapping that starts at start.
@@ -284,6 +291,10 @@ func mappingInode(maps []byte, start uint64) (dev, ino uint64, ok bool) {
 	return 0, 0, false
 }
 
+// compareBufs holds the buffers of sameContent: verify runs inside the pause, where
+// allocating and zeroing fresh buffers for every file costs more than the comparison.
+var compareBufs = sync.Pool{New: func() any { return new([2][64 << 10]byte) }}
+
 func sameContent(a, b string) error {
 	fa, err := os.Open(a)
 	if err != nil {
@@ -295,11 +306,12 @@ func sameContent(a, b string) error {
 		return err
 	}
 	defer fb.Close()
-	bufA, bufB := make([]byte, 1<<20), make([]byte, 1<<20)
+	bufs := compareBufs.Get().(*[2][64 << 10]byte)
+	defer compareBufs.Put(bufs)
 	for off := int64(0); ; {
-		na, errA := io.ReadFull(fa, bufA)
-		nb, errB := io.ReadFull(fb, bufB)
-		if na != nb || !bytes.Equal(bufA[:na], bufB[:nb]) {
+		na, errA := io.ReadFull(fa, bufs[0][:])
+		nb, errB := io.ReadFull(fb, bufs[1][:])
+		if na != nb || !bytes.Equal(bufs[0][:na], bufs[1][:nb]) {
 			return fmt.Errorf("%s differs from %s near offset %d", b, a, off)
 		}
 		off += int64(na)
