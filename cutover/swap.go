@@ -68,19 +68,21 @@ func (m *mover) swap() error {
 	}
 	return m.ip.Do(func() error {
 		p := m.proc
+		var files []FD
 		for _, fd := range p.FDs {
-			var err error
 			switch {
 			case fd.TID != p.PID && (fd.Kind == KindFile || fd.Kind == KindDir || fd.Kind == KindDeleted):
 				m.leftover(fmt.Sprintf("fd %d of thread %d", fd.Num, fd.TID), fd.Path, "the thread has its own fd table: not moved")
 			case fd.Kind == KindFile || fd.Kind == KindDir:
-				err = m.swapFD(fd, m.paths.new(fd.Rel))
+				files = append(files, fd)
 			case fd.Kind == KindDeleted:
-				err = m.swapDeleted(fd)
+				if err := m.swapDeleted(fd); err != nil {
+					return err
+				}
 			}
-			if err != nil {
-				return err
-			}
+		}
+		if err := m.swapFDs(files); err != nil {
+			return err
 		}
 		for _, loc := range p.Cwd {
 			if loc.TID != p.PID {
@@ -109,21 +111,46 @@ func (m *mover) leftover(what, path, reason string) {
 	m.leftovers = append(m.leftovers, Leftover{What: what, Path: path, Reason: reason})
 }
 
-// swapFD re-points fd at target, keeping a spare of the old file for the undo, and
-// takes again on the new file the locks the process held on the old one.
+// swapFDs re-points fds at their paths on the new storage, all in a few batches, keeping
+// a spare of each old file for the undo, and takes again on the new files the locks the
+// process held on the old ones.
+func (m *mover) swapFDs(fds []FD) error {
+	reqs := make([]inject.SwapRequest, len(fds))
+	locks := make([][]lock, len(fds))
+	for i, fd := range fds {
+		reqs[i] = inject.SwapRequest{Fd: fd.Num, Path: m.paths.new(fd.Rel)}
+		var err error
+		if locks[i], err = readLocks(m.proc.PID, fd.Num); err != nil {
+			return err
+		}
+	}
+	spares, err := m.ip.SwapAll(reqs)
+	for i, spare := range spares {
+		if lerr := m.swapped(fds[i], reqs[i].Path, spare, locks[i]); err == nil {
+			err = lerr
+		}
+	}
+	return err
+}
+
+// swapFD is swapFDs for one fd.
 func (m *mover) swapFD(fd FD, target string) error {
 	locks, err := readLocks(m.proc.PID, fd.Num)
 	if err != nil {
 		return err
 	}
-	spare, err := m.ip.Spare(fd.Num)
-	if err != nil {
-		return err
+	spares, err := m.ip.SwapAll([]inject.SwapRequest{{Fd: fd.Num, Path: target}})
+	if len(spares) == 1 {
+		if lerr := m.swapped(fd, target, spares[0], locks); err == nil {
+			err = lerr
+		}
 	}
-	if err := m.ip.Swap(fd.Num, target); err != nil {
-		_ = m.ip.DropSpare(spare)
-		return err
-	}
+	return err
+}
+
+// swapped records a done swap (its undo, its spare, what verify must see) and takes the
+// locks again on the new file.
+func (m *mover) swapped(fd FD, target string, spare inject.Spare, locks []lock) error {
 	m.spares = append(m.spares, spare)
 	m.undo = append(m.undo, func() error {
 		if err := m.ip.Restore(spare); err != nil {
@@ -134,11 +161,11 @@ func (m *mover) swapFD(fd FD, target string) error {
 		return m.takeLocks(fd.Num, locks, true)
 	})
 	m.fdsMoved++
-	if err := m.takeLocks(fd.Num, locks, false); err != nil {
-		return err
-	}
 	if fd.Kind == KindFile && fd.Flags&unix.O_ACCMODE != unix.O_RDONLY {
 		m.content = append(m.content, fd.Rel)
+	}
+	if err := m.takeLocks(fd.Num, locks, false); err != nil {
+		return err
 	}
 	return m.expect(fmt.Sprintf("fd %d", fd.Num), "fd/"+strconv.Itoa(fd.Num), 0, target)
 }

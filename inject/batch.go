@@ -93,7 +93,7 @@ func (p *Process) batch(calls []Call) ([]uintptr, error) {
 	return out, nil
 }
 
-const codeSize = 4096
+const codeSize = 16 << 10
 
 // runCode runs t from start until it reaches end (just past the final trap). A stop on
 // the way is handled as in stepOverSyscall: an interrupt or group stop is resumed, a

@@ -221,12 +221,7 @@ func (p *Process) SpareCwd() (Spare, error) {
 // dupHigh duplicates fd close-on-exec onto a high number, out of the way of the numbers
 // the program itself will get, or onto any free number when the high ones are taken.
 func (p *Process) dupHigh(fd int) (int, error) {
-	base := 3
-	var rl unix.Rlimit
-	if err := unix.Prlimit(p.pid, unix.RLIMIT_NOFILE, nil, &rl); err == nil {
-		base = int(min(rl.Cur/2, 1024))
-	}
-	dup, err := p.call("fcntl F_DUPFD_CLOEXEC", unix.SYS_FCNTL, uintptr(fd), unix.F_DUPFD_CLOEXEC, uintptr(base))
+	dup, err := p.call("fcntl F_DUPFD_CLOEXEC", unix.SYS_FCNTL, uintptr(fd), unix.F_DUPFD_CLOEXEC, uintptr(p.spareBase()))
 	if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.EINVAL) {
 		dup, err = p.call("fcntl F_DUPFD_CLOEXEC", unix.SYS_FCNTL, uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 	}
@@ -298,4 +293,112 @@ func (p *Process) Chdir(path string) error {
 		}
 		return nil
 	})
+}
+
+// SwapRequest asks for Fd to be re-pointed at Path (see Swap).
+type SwapRequest struct {
+	Fd   int
+	Path string
+}
+
+// swapsPerBatch bounds the code of one batch of SwapAll to codeSize.
+const swapsPerBatch = 16
+
+// SwapAll does what Spare and then Swap do, for many fds, in a few resumes of the
+// process: one batch per swapsPerBatch fds, each fd dup'ed to a spare, the new file
+// opened, seeked, put on the fd's number and the temporary fd closed. It returns the
+// spares of the fds swapped, in order. It stops at the first failure: the fds before it
+// are swapped (their spares are returned with the error), the failed one and those
+// after it are as they were.
+func (p *Process) SwapAll(reqs []SwapRequest) ([]Spare, error) {
+	var spares []Spare
+	err := p.run(func() error {
+		for start := 0; start < len(reqs); start += swapsPerBatch {
+			chunk := reqs[start:min(start+swapsPerBatch, len(reqs))]
+			done, err := p.swapBatch(chunk)
+			spares = append(spares, done...)
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return spares, err
+}
+
+// swapBatch runs one batch of SwapAll.
+func (p *Process) swapBatch(reqs []SwapRequest) ([]Spare, error) {
+	p.ResetScratch()
+	base := p.spareBase()
+	type plan struct {
+		st          FdState
+		first, dup3 int // index of the spare's call and of the dup3 in calls
+	}
+	var calls []Call
+	var plans []plan
+	var badRequest error // a request refused before anything is injected; those before it go ahead
+	for _, r := range reqs {
+		st, err := p.fdState(r.Fd)
+		if err == nil {
+			err = p.checkSwapTarget(r.Path)
+		}
+		var pathAddr uintptr
+		if err == nil {
+			pathAddr, err = p.putString(r.Path)
+		}
+		if err != nil {
+			badRequest = fmt.Errorf("swap fd %d of pid %d to %s: %w", r.Fd, p.pid, r.Path, err)
+			break
+		}
+		first := len(calls)
+		calls = append(calls,
+			Call{Name: "fcntl F_DUPFD_CLOEXEC", Nr: unix.SYS_FCNTL, Args: []Arg{Val(uintptr(r.Fd)), Val(unix.F_DUPFD_CLOEXEC), Val(uintptr(base))}},
+			Call{Name: "openat", Nr: unix.SYS_OPENAT, Args: []Arg{Val(atFdcwd), Val(pathAddr), Val(uintptr(st.Flags &^ flagsNeverReopened)), Val(0)}})
+		if st.Offset > 0 && st.Flags&unix.O_DIRECTORY == 0 {
+			calls = append(calls, Call{Name: "lseek", Nr: unix.SYS_LSEEK, Args: []Arg{ResultOf(first + 1), Val(uintptr(st.Offset)), Val(unix.SEEK_SET)}})
+		}
+		var dupFlags uintptr
+		if st.Cloexec {
+			dupFlags = unix.O_CLOEXEC
+		}
+		dup3 := len(calls)
+		calls = append(calls,
+			Call{Name: "dup3", Nr: unix.SYS_DUP3, Args: []Arg{ResultOf(first + 1), Val(uintptr(r.Fd)), Val(dupFlags)}},
+			Call{Name: "close", Nr: unix.SYS_CLOSE, Args: []Arg{ResultOf(first + 1)}})
+		plans = append(plans, plan{st: st, first: first, dup3: dup3})
+	}
+	if len(calls) == 0 {
+		return nil, badRequest
+	}
+	results, err := p.batch(calls)
+	var spares []Spare
+	for i, pl := range plans {
+		if len(results) <= pl.dup3 {
+			// It did not reach its dup3: fd is as it was; close the new file and the spare.
+			errs := []error{err}
+			for _, k := range []int{pl.first + 1, pl.first} {
+				if k < len(results) {
+					if _, cerr := p.call("close", unix.SYS_CLOSE, results[k]); cerr != nil {
+						errs = append(errs, cerr)
+					}
+				}
+			}
+			return spares, fmt.Errorf("swap fd %d of pid %d to %s: %w", reqs[i].Fd, p.pid, reqs[i].Path, errors.Join(errs...))
+		}
+		spares = append(spares, Spare{Fd: int(results[pl.first]), Target: reqs[i].Fd, Cloexec: pl.st.Cloexec})
+	}
+	if err != nil { // only the closing of a temporary fd can fail here
+		return spares, fmt.Errorf("pid %d: %w", p.pid, err)
+	}
+	return spares, badRequest
+}
+
+// spareBase is the lowest number spares take: high, out of the way of the numbers the
+// program itself will get.
+func (p *Process) spareBase() int {
+	var rl unix.Rlimit
+	if err := unix.Prlimit(p.pid, unix.RLIMIT_NOFILE, nil, &rl); err == nil {
+		return int(min(rl.Cur/2, 1024))
+	}
+	return 3
 }

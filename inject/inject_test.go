@@ -658,3 +658,66 @@ func TestBatch(t *testing.T) {
 	detach(t, p)
 	c.expect(t, "") // still counting: exit_group never ran
 }
+
+// SwapAll swaps many fds in one batch, with spares; a bad request stops it there, with
+// the fds before it swapped and the ones from it on untouched.
+func TestSwapAll(t *testing.T) {
+	testutil.RequireRoot(t)
+	oldDir, newDir := testutil.MountTmpfs(t), testutil.MountTmpfs(t)
+	var oldPaths, newPaths []string
+	for _, n := range []string{"a", "b", "c"} {
+		oldPaths, newPaths = append(oldPaths, filepath.Join(oldDir, n)), append(newPaths, filepath.Join(newDir, n))
+		for _, p := range []string{oldPaths[len(oldPaths)-1], newPaths[len(newPaths)-1]} {
+			if err := os.WriteFile(p, make([]byte, 20000), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	c := startChild(t, nil, buildTestdata(t, "fdkinds"), oldPaths...)
+	var fds [3]int
+	fmt.Sscanf(c.expect(t, "fds "), "fds %d %d %d", &fds[0], &fds[1], &fds[2])
+	var before [3]fdInfo
+	for i, fd := range fds {
+		before[i] = readFdInfo(t, c.pid, fd)
+	}
+	fdsBefore := countFds(t, c.pid)
+	p := attach(t, c.pid)
+
+	os.Remove(newPaths[1])
+	spares, err := p.SwapAll([]SwapRequest{{fds[0], newPaths[0]}, {fds[1], newPaths[1]}, {fds[2], newPaths[2]}})
+	if !errors.Is(err, unix.ENOENT) || len(spares) != 1 || spares[0].Target != fds[0] {
+		t.Fatalf("SwapAll with a missing second target: spares %+v, err %v; want one spare and ENOENT", spares, err)
+	}
+	for i, fd := range fds {
+		want := oldPaths[i]
+		if i == 0 {
+			want = newPaths[0]
+		}
+		if got := readFdInfo(t, c.pid, fd); got.target != want || got.flags != before[i].flags || got.pos != before[i].pos {
+			t.Errorf("fd %d: %+v, want target %s with flags and pos of %+v", fd, got, want, before[i])
+		}
+	}
+	if err := p.Restore(spares[0]); err != nil {
+		t.Fatal(err)
+	}
+
+	copyFile(t, oldPaths[1], newPaths[1])
+	spares, err = p.SwapAll([]SwapRequest{{fds[0], newPaths[0]}, {fds[1], newPaths[1]}, {fds[2], newPaths[2]}})
+	if err != nil || len(spares) != 3 {
+		t.Fatalf("SwapAll: %v (%d spares)", err, len(spares))
+	}
+	for i, fd := range fds {
+		if got := readFdInfo(t, c.pid, fd); got.target != newPaths[i] || got.flags != before[i].flags || got.pos != before[i].pos {
+			t.Errorf("fd %d after SwapAll: %+v, want %s with flags and pos of %+v", fd, got, newPaths[i], before[i])
+		}
+	}
+	if err := p.DropSpares(spares); err != nil {
+		t.Fatal(err)
+	}
+	detach(t, p)
+	if n := countFds(t, c.pid); n != fdsBefore {
+		t.Errorf("%d fds after the spares were dropped, %d before", n, fdsBefore)
+	}
+	c.send(t, "w")
+	c.expect(t, "done")
+}

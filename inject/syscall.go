@@ -228,7 +228,7 @@ type scratch struct {
 	used uintptr
 }
 
-const scratchSize = 64 << 10
+const scratchSize = 1 << 20 // reserved, not touched: pages cost only when written
 
 // WriteScratch copies data into the process's scratch memory and returns its address
 // there, valid until ResetScratch or Detach. The scratch mapping is made on first use.
