@@ -113,20 +113,29 @@ func startMirror(ctx context.Context, src, dst string, log *slog.Logger) (*follo
 	return f, nil
 }
 
+// FinalDelta stops following first: the writers are frozen, so what is left is in the
+// queue, and the flush then copies it without a batch of Follow's in its way.
 func (f *followingMirror) FinalDelta(ctx context.Context, paths []string) error {
+	f.stopFollowing()
 	err := f.m.Flush(ctx, paths)
 	f.stop()
 	return err
 }
 
-func (f *followingMirror) stop() {
-	if f.cancel == nil {
-		return
+func (f *followingMirror) stopFollowing() {
+	if f.cancel != nil {
+		f.cancel()
+		<-f.done
+		f.cancel = nil
 	}
-	f.cancel()
-	<-f.done
-	f.m.Close()
-	f.cancel = nil
+}
+
+func (f *followingMirror) stop() {
+	if f.m != nil {
+		f.stopFollowing()
+		f.m.Close()
+		f.m = nil
+	}
 }
 
 func printReport(w io.Writer, rep *cutover.Report, asJSON bool) {
