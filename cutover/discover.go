@@ -70,6 +70,7 @@ type FD struct {
 	Flags       int    `json:"flags"` // open(2) flags as fdinfo reports them, without O_CLOEXEC
 	CloseOnExec bool   `json:"cloexec"`
 	Pos         int64  `json:"pos"`
+	Locks       []Lock `json:"locks,omitempty"`        // held through this fd: taken again after the swap
 	SocketInode uint64 `json:"socket_inode,omitempty"` // for KindSocket: the "socket:[N]" inode
 }
 
@@ -729,7 +730,7 @@ func (sc *scanner) scanFD(p *Process, v view, tid int, taskDir string, num int) 
 	if err != nil {
 		return nil, err
 	}
-	fd.Pos, fd.CloseOnExec, fd.Flags = info.Pos, info.Flags&unix.O_CLOEXEC != 0, info.Flags&^unix.O_CLOEXEC
+	fd.Pos, fd.CloseOnExec, fd.Flags, fd.Locks = info.Pos, info.Flags&unix.O_CLOEXEC != 0, info.Flags&^unix.O_CLOEXEC, info.Locks
 	if reason := fdLeftoverReason(fd); reason != "" {
 		p.Leftovers = append(p.Leftovers, Leftover{TID: tid, What: "fd " + strconv.Itoa(num), Path: fd.Path, Reason: reason})
 	}

@@ -207,19 +207,20 @@ func TestDiscoverThreadsWithOwnTables(t *testing.T) {
 		t.Errorf("threads %v, want 3", p.Threads)
 	}
 	// unshare(CLONE_FILES) copies the table: the thread has "shared" too, as its own fd.
-	want := map[FD]bool{
-		{TID: c.pid(), Num: c.int(t, "shared")}:       true,
-		{TID: filesTID, Num: c.int(t, "shared")}:      true,
-		{TID: filesTID, Num: c.int(t, "thread-only")}: true,
+	type taskFD struct{ tid, num int }
+	want := map[taskFD]bool{
+		{c.pid(), c.int(t, "shared")}:       true,
+		{filesTID, c.int(t, "shared")}:      true,
+		{filesTID, c.int(t, "thread-only")}: true,
 	}
 	for _, fd := range p.FDs {
-		if !want[FD{TID: fd.TID, Num: fd.Num}] {
+		if !want[taskFD{fd.TID, fd.Num}] {
 			t.Errorf("unexpected fd %d of task %d (%s)", fd.Num, fd.TID, fd.Rel)
 		}
-		delete(want, FD{TID: fd.TID, Num: fd.Num})
+		delete(want, taskFD{fd.TID, fd.Num})
 	}
 	for fd := range want {
-		t.Errorf("fd %d of task %d not discovered", fd.Num, fd.TID)
+		t.Errorf("fd %d of task %d not discovered", fd.num, fd.tid)
 	}
 	if len(p.Cwd) != 1 || p.Cwd[0].TID != fsTID || p.Cwd[0].Rel != "sub" {
 		t.Errorf("cwd %+v, want sub of tid %d only", p.Cwd, fsTID)

@@ -69,6 +69,7 @@ type fdInfo struct {
 	Pos     int64
 	Flags   int // as the kernel prints them: f_flags, plus O_CLOEXEC when the fd has it
 	MountID uint64
+	Locks   []Lock
 }
 
 func readFDInfo(path string) (fdInfo, error) {
@@ -100,6 +101,10 @@ func parseFDInfo(b []byte) (fdInfo, error) {
 			seen++
 		case "mnt_id":
 			info.MountID, err = strconv.ParseUint(val, 10, 64)
+		case "lock":
+			if l, ok := parseLock(val); ok {
+				info.Locks = append(info.Locks, l)
+			}
 		}
 		if err != nil {
 			return fdInfo{}, fmt.Errorf("fdinfo %s: %w", key, err)
@@ -109,6 +114,29 @@ func parseFDInfo(b []byte) (fdInfo, error) {
 		return fdInfo{}, fmt.Errorf("malformed fdinfo %q", b)
 	}
 	return info, nil
+}
+
+// Lock is a lock held through an fd, as /proc/PID/fdinfo/N lists it.
+type Lock struct {
+	Kind  string `json:"kind"` // POSIX, FLOCK or OFDLCK
+	Write bool   `json:"write"`
+	Start int64  `json:"start"`
+	End   int64  `json:"end"` // -1: to the end of the file
+}
+
+// parseLock reads what follows "lock:" in fdinfo, e.g.
+// "1: POSIX  ADVISORY  WRITE 1234 00:2e:13 0 EOF". A waiter ("1: -> ...") holds nothing.
+func parseLock(val string) (Lock, bool) {
+	f := strings.Fields(val)
+	if len(f) < 8 || f[1] == "->" {
+		return Lock{}, false
+	}
+	l := Lock{Kind: f[1], Write: f[3] == "WRITE", End: -1}
+	l.Start, _ = strconv.ParseInt(f[6], 10, 64)
+	if f[7] != "EOF" {
+		l.End, _ = strconv.ParseInt(f[7], 10, 64)
+	}
+	return l, true
 }
 
 // mapsEntry is one line of /proc/PID/maps.

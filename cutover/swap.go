@@ -116,41 +116,26 @@ func (m *mover) leftover(what, path, reason string) {
 // process held on the old ones.
 func (m *mover) swapFDs(fds []FD) error {
 	reqs := make([]inject.SwapRequest, len(fds))
-	locks := make([][]lock, len(fds))
 	for i, fd := range fds {
-		reqs[i] = inject.SwapRequest{Fd: fd.Num, Path: m.paths.new(fd.Rel)}
-		var err error
-		if locks[i], err = readLocks(m.proc.PID, fd.Num); err != nil {
-			return err
-		}
+		reqs[i] = inject.SwapRequest{Fd: fd.Num, Path: m.paths.new(fd.Rel), Known: fd.state()}
 	}
 	spares, err := m.ip.SwapAll(reqs)
 	for i, spare := range spares {
-		if lerr := m.swapped(fds[i], reqs[i].Path, spare, locks[i]); err == nil {
+		if lerr := m.swapped(fds[i], reqs[i].Path, spare); err == nil {
 			err = lerr
 		}
 	}
 	return err
 }
 
-// swapFD is swapFDs for one fd.
-func (m *mover) swapFD(fd FD, target string) error {
-	locks, err := readLocks(m.proc.PID, fd.Num)
-	if err != nil {
-		return err
-	}
-	spares, err := m.ip.SwapAll([]inject.SwapRequest{{Fd: fd.Num, Path: target}})
-	if len(spares) == 1 {
-		if lerr := m.swapped(fd, target, spares[0], locks); err == nil {
-			err = lerr
-		}
-	}
-	return err
+// state is what discovery read of the fd, taken while the process was frozen: still true.
+func (fd FD) state() *inject.FdState {
+	return &inject.FdState{Flags: fd.Flags, Cloexec: fd.CloseOnExec, Offset: fd.Pos}
 }
 
 // swapped records a done swap (its undo, its spare, what verify must see) and takes the
 // locks again on the new file.
-func (m *mover) swapped(fd FD, target string, spare inject.Spare, locks []lock) error {
+func (m *mover) swapped(fd FD, target string, spare inject.Spare) error {
 	m.spares = append(m.spares, spare)
 	m.undo = append(m.undo, func() error {
 		if err := m.ip.Restore(spare); err != nil {
@@ -158,13 +143,13 @@ func (m *mover) swapped(fd FD, target string, spare inject.Spare, locks []lock) 
 		}
 		// Closing the new file dropped the process's POSIX locks; the old flock and OFD
 		// locks were held by the spare all along.
-		return m.takeLocks(fd.Num, locks, true)
+		return m.takeLocks(fd.Num, fd.Locks, true)
 	})
 	m.fdsMoved++
 	if fd.Kind == KindFile && fd.Flags&unix.O_ACCMODE != unix.O_RDONLY {
 		m.content = append(m.content, fd.Rel)
 	}
-	if err := m.takeLocks(fd.Num, locks, false); err != nil {
+	if err := m.takeLocks(fd.Num, fd.Locks, false); err != nil {
 		return err
 	}
 	return m.expect(fmt.Sprintf("fd %d", fd.Num), "fd/"+strconv.Itoa(fd.Num), 0, target)
@@ -183,7 +168,13 @@ func (m *mover) swapDeleted(fd FD) error {
 		return fmt.Errorf("copy deleted file %s (fd %d of pid %d): %w", fd.Path, fd.Num, m.proc.PID, err)
 	}
 	defer os.Remove(hidden)
-	return m.swapFD(fd, hidden)
+	spares, err := m.ip.SwapAll([]inject.SwapRequest{{Fd: fd.Num, Path: hidden, Known: fd.state()}})
+	if len(spares) == 1 {
+		if lerr := m.swapped(fd, hidden, spares[0]); err == nil {
+			err = lerr
+		}
+	}
+	return err
 }
 
 func copyOpenFile(from, to string, mode uint32) error {
@@ -385,69 +376,31 @@ func (m *mover) rollback() error {
 	return errors.Join(errs...)
 }
 
-// lock is one lock the process holds on an fd, as /proc/PID/fdinfo/N lists it.
-type lock struct {
-	kind       string // POSIX, FLOCK, OFDLCK
-	write      bool
-	start, end int64 // end -1: to EOF
-}
-
-func readLocks(pid, fd int) ([]lock, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%d", pid, fd))
-	if err != nil {
-		return nil, fmt.Errorf("fdinfo of fd %d of pid %d: %w", fd, pid, err)
-	}
-	return parseLocks(data), nil
-}
-
-// parseLocks reads lines like "lock:\t1: POSIX  ADVISORY  WRITE 1234 00:2e:13 0 EOF";
-// waiters ("1: -> ...") are not held locks.
-func parseLocks(fdinfo []byte) []lock {
-	var locks []lock
-	for _, line := range strings.Split(string(fdinfo), "\n") {
-		rest, ok := strings.CutPrefix(line, "lock:")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(rest)
-		if len(f) < 8 || f[1] == "->" {
-			continue
-		}
-		l := lock{kind: f[1], write: f[3] == "WRITE", end: -1}
-		l.start, _ = strconv.ParseInt(f[6], 10, 64)
-		if f[7] != "EOF" {
-			l.end, _ = strconv.ParseInt(f[7], 10, 64)
-		}
-		locks = append(locks, l)
-	}
-	return locks
-}
-
 // takeLocks takes locks on fd. Back on the old file (undo) only POSIX locks need it: the
 // others belong to the open file, which the spare kept.
-func (m *mover) takeLocks(fd int, locks []lock, posixOnly bool) error {
+func (m *mover) takeLocks(fd int, locks []Lock, posixOnly bool) error {
 	for _, l := range locks {
-		if posixOnly && l.kind != "POSIX" {
+		if posixOnly && l.Kind != "POSIX" {
 			continue
 		}
 		var err error
-		switch l.kind {
+		switch l.Kind {
 		case "FLOCK":
 			how := unix.LOCK_SH
-			if l.write {
+			if l.Write {
 				how = unix.LOCK_EX
 			}
 			err = m.ip.Flock(fd, how)
 		case "POSIX", "OFDLCK":
-			lk := unix.Flock_t{Type: unix.F_RDLCK, Whence: 0, Start: l.start}
-			if l.write {
+			lk := unix.Flock_t{Type: unix.F_RDLCK, Whence: 0, Start: l.Start}
+			if l.Write {
 				lk.Type = unix.F_WRLCK
 			}
-			if l.end >= 0 {
-				lk.Len = l.end - l.start + 1
+			if l.End >= 0 {
+				lk.Len = l.End - l.Start + 1
 			}
 			cmd := unix.F_SETLK
-			if l.kind == "OFDLCK" {
+			if l.Kind == "OFDLCK" {
 				cmd = unix.F_OFD_SETLK
 			}
 			err = m.ip.SetLock(fd, cmd, lk)

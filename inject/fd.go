@@ -299,6 +299,9 @@ func (p *Process) Chdir(path string) error {
 type SwapRequest struct {
 	Fd   int
 	Path string
+	// Known, if set, is Fd's state as the caller read it while the process was held
+	// (from /proc/PID/fdinfo); it saves reading it again inside the pause.
+	Known *FdState
 }
 
 // swapsPerBatch bounds the code of one batch of SwapAll to codeSize.
@@ -338,7 +341,13 @@ func (p *Process) swapBatch(reqs []SwapRequest) ([]Spare, error) {
 	var plans []plan
 	var badRequest error // a request refused before anything is injected; those before it go ahead
 	for _, r := range reqs {
-		st, err := p.fdState(r.Fd)
+		var st FdState
+		var err error
+		if r.Known != nil {
+			st = *r.Known
+		} else {
+			st, err = p.fdState(r.Fd)
+		}
 		if err == nil {
 			err = p.checkSwapTarget(r.Path)
 		}

@@ -684,7 +684,7 @@ func TestSwapAll(t *testing.T) {
 	p := attach(t, c.pid)
 
 	os.Remove(newPaths[1])
-	spares, err := p.SwapAll([]SwapRequest{{fds[0], newPaths[0]}, {fds[1], newPaths[1]}, {fds[2], newPaths[2]}})
+	spares, err := p.SwapAll([]SwapRequest{{Fd: fds[0], Path: newPaths[0]}, {Fd: fds[1], Path: newPaths[1]}, {Fd: fds[2], Path: newPaths[2]}})
 	if !errors.Is(err, unix.ENOENT) || len(spares) != 1 || spares[0].Target != fds[0] {
 		t.Fatalf("SwapAll with a missing second target: spares %+v, err %v; want one spare and ENOENT", spares, err)
 	}
@@ -702,7 +702,7 @@ func TestSwapAll(t *testing.T) {
 	}
 
 	copyFile(t, oldPaths[1], newPaths[1])
-	spares, err = p.SwapAll([]SwapRequest{{fds[0], newPaths[0]}, {fds[1], newPaths[1]}, {fds[2], newPaths[2]}})
+	spares, err = p.SwapAll([]SwapRequest{{Fd: fds[0], Path: newPaths[0]}, {Fd: fds[1], Path: newPaths[1]}, {Fd: fds[2], Path: newPaths[2]}})
 	if err != nil || len(spares) != 3 {
 		t.Fatalf("SwapAll: %v (%d spares)", err, len(spares))
 	}
