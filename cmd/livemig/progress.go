@@ -129,6 +129,12 @@ func (t *tracker) setPhase(phase, detail string) {
 	t.phase, t.detail = phase, detail
 }
 
+func (t *tracker) currentPhase() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.phase
+}
+
 func (t *tracker) setMirror(m *livesync.Mirror) {
 	t.mu.Lock()
 	t.mirror = m
