@@ -234,14 +234,7 @@ func (mg *migration) main() error {
 
 	err := mg.run(ctx)
 	mg.throttle.stop()
-	if mg.follower != nil {
-		mg.follower.stop()
-	}
-	if mg.mirror != nil {
-		mg.report.Mirror = mg.mirror.Stats()
-		mg.tr.mirrorClosed(mg.report.Mirror)
-		mg.mirror.Close()
-	}
+	mg.closeMirror()
 	var ue usageError
 	if errors.As(err, &ue) {
 		mg.tr.setPhase(phaseFailed, ue.msg)
@@ -283,7 +276,9 @@ func (mg *migration) run(ctx context.Context) error {
 	}
 	countCtx, stopCount := context.WithCancel(ctx)
 	defer stopCount()
-	go mg.tr.count.count(countCtx, mg.cfg.Src)
+	counted := make(chan struct{})
+	go func() { mg.tr.count.count(countCtx, mg.cfg.Src); close(counted) }()
+	defer func() { stopCount(); <-counted }() // it holds directories of SRC open
 
 	m, err := livesync.New(livesync.Options{Src: mg.cfg.Src, Dst: mg.cfg.Dst, Delete: true, Logger: mg.log})
 	var in *livesync.InputError
@@ -303,6 +298,7 @@ func (mg *migration) run(ctx context.Context) error {
 	mg.report.FirstPass = int64(time.Since(start))
 	mg.log.Info("first mirror pass done", "elapsed", time.Since(start).Round(time.Millisecond))
 	stopCount()
+	<-counted
 	following := time.Now()
 	mg.follower = startFollower(m, envDuration(envCopyDelay))
 
@@ -456,7 +452,11 @@ func (mg *migration) waitConverged(ctx context.Context) error {
 	mg.tr.setPhase(phaseFollowing, "waiting to converge")
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
-	var under, overSince, lastRaise, lastWarn time.Time
+	// lastOver is the last time the estimate was over budget: the throttle is raised
+	// once a second while that keeps happening. (A slow copier leaves the estimate
+	// under budget for a moment after each batch: those moments do not count as
+	// converging unless they last --settle.)
+	var under, overSince, lastOver, lastRaise, lastWarn time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -469,7 +469,9 @@ func (mg *migration) waitConverged(ctx context.Context) error {
 			overhead := mg.tr.overhead
 			mg.tr.mu.Unlock()
 			if !lag.Rescanning && lag.Estimate+overhead <= mg.budget {
-				overSince = time.Time{}
+				if now.Sub(lastOver) >= time.Second {
+					overSince = time.Time{}
+				}
 				if under.IsZero() {
 					under = now
 				}
@@ -480,7 +482,7 @@ func (mg *migration) waitConverged(ctx context.Context) error {
 				}
 				continue
 			}
-			under = time.Time{}
+			under, lastOver = time.Time{}, now
 			if overSince.IsZero() {
 				overSince = now
 			}
@@ -537,9 +539,14 @@ type overBudgetError struct {
 	estimate, budget time.Duration
 	paths            int
 	bytes            int64
+	forced           bool // by the test knob envOverBudget
 }
 
 func (e *overBudgetError) Error() string {
+	if e.forced {
+		return fmt.Sprintf("after the freeze the final delta (%d paths, %s) would take %v, taken as over budget (test knob %s)",
+			e.paths, human(e.bytes), e.estimate.Round(10*time.Microsecond), envOverBudget)
+	}
 	return fmt.Sprintf("after the freeze the final delta (%d paths, %s) would take %v, over the --max-downtime of %v",
 		e.paths, human(e.bytes), e.estimate.Round(10*time.Microsecond), e.budget)
 }
@@ -569,13 +576,30 @@ func (b *budgetDelta) FinalDelta(ctx context.Context, paths []string) error {
 		}
 	}
 	b.estimate = lag.Estimate + time.Duration(float64(forced)/rate*float64(time.Second))
-	if b.estimate > mg.budget || mg.overTest > 0 {
+	if mg.overTest > 0 {
 		mg.overTest--
+		return &overBudgetError{forced: true, estimate: b.estimate, budget: mg.budget, paths: lag.DirtyPaths + len(paths), bytes: lag.DirtyBytes + forced}
+	}
+	if b.estimate > mg.budget {
 		return &overBudgetError{estimate: b.estimate, budget: mg.budget, paths: lag.DirtyPaths + len(paths), bytes: lag.DirtyBytes + forced}
 	}
 	err := mg.mirror.Flush(ctx, paths)
-	mg.follower.stop()
+	mg.closeMirror() // it holds SRC open: with --remount, the old filesystem must be free
 	return err
+}
+
+// closeMirror stops following and closes the mirror, keeping its totals for the report.
+func (mg *migration) closeMirror() {
+	if mg.follower != nil {
+		mg.follower.stop()
+	}
+	if mg.mirror == nil {
+		return
+	}
+	mg.report.Mirror = mg.mirror.Stats()
+	mg.tr.mirrorClosed(mg.report.Mirror)
+	mg.mirror.Close()
+	mg.mirror = nil
 }
 
 func joinUnder(src, p string) string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"time"
 
@@ -59,7 +60,7 @@ func startThrottler(src string, pids []int, limit float64, log *slog.Logger) (*t
 func (t *throttler) raise() float64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	next := min(t.limit, max(throttleStart, t.share+throttleStep))
+	next := min(t.limit, max(throttleStart, math.Round((t.share+throttleStep)*100)/100))
 	if next > t.share {
 		t.share = next
 		t.log.Info("throttling the writers", "stopped_share", fmt.Sprintf("%.0f%%", 100*next), "limit", fmt.Sprintf("%.0f%%", 100*t.limit))
