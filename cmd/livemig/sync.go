@@ -30,7 +30,7 @@ func init() {
 
 Progress and per-path problems go to stderr; with --json a summary goes to stdout.
 While following, the status ('livemig status') is kept in --status-file, by default
-`+statusDir+`/sync-DST.json.
+` + statusDir + `/sync-DST.json.
 Exit status: 0 done; 1 stopped on an error (DST full, no inotify watch left);
 2 bad usage or input; 3 done, but some paths could not be mirrored (listed).`,
 		setup: func(fs *pflag.FlagSet) func([]string) error {
