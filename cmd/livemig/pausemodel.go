@@ -26,7 +26,7 @@ import (
 // is a promise to an operator, and an early finish is no harm. Processes are frozen,
 // swapped and verified up to eight at a time, which the per-process cost averages in.
 const (
-	pauseBase       = 4 * time.Millisecond // guardian round trip, freeze rescan, remount, commit
+	pauseBase       = 8 * time.Millisecond // guardian round trip, freeze rescan, flush barrier, remount, commit
 	pausePerProcess = 2 * time.Millisecond // stop, seize, inject setup, verify, resume
 	pausePerThread  = 300 * time.Microsecond
 	pausePerItem    = 250 * time.Microsecond // one remote open+dup3 (or mmap), its spare, its check
