@@ -79,6 +79,9 @@ func buildTestdataC(t *testing.T, name string) string {
 func TestMigrateRemountWriter(t *testing.T) {
 	testutil.RequireRoot(t)
 	oldFS, newFS := testutil.MountExt4(t, 32), testutil.MountExt4(t, 32)
+	var oldSt unix.Stat_t
+	mustT(t, unix.Stat(oldFS, &oldSt))
+	t.Cleanup(func() { unmountAside(t, oldSt.Dev) })
 	w := startReady(t, exec.Command(buildTestdataC(t, "writer.c"), oldFS))
 	time.Sleep(50 * time.Millisecond)
 
@@ -115,6 +118,9 @@ func TestMigrateRemountWriter(t *testing.T) {
 	assertNothingOn(t, w.Process.Pid, st.Dev, oldFS)
 	if !testutil.NoneStopped(w.Process.Pid) {
 		t.Errorf("the writer is stopped after the migrate")
+	}
+	if aside := asideMounts(oldSt.Dev); len(aside) > 0 {
+		t.Errorf("the old filesystem is still mounted aside at %v", aside)
 	}
 	_ = unix.Kill(-w.Process.Pid, unix.SIGKILL)
 	_ = w.Wait()
@@ -289,5 +295,33 @@ func TestStatusWhileSyncRuns(t *testing.T) {
 	}
 	if code, _, stderr := livemig(t, nil, "status", "--status-file", filepath.Join(src, "none.json")); code != exitFailed || !strings.Contains(stderr, "does not exist") {
 		t.Errorf("missing status file: exit %d, %s", code, stderr)
+	}
+}
+
+// asideMounts lists where the filesystem of device dev is mounted aside by a cutover
+// (/tmp/livemig-old-*): only this test's own old filesystem is looked for, since other
+// tests on the machine may be mid-cutover.
+func asideMounts(dev uint64) []string {
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	want := fmt.Sprintf(" %d:%d ", unix.Major(dev), unix.Minor(dev))
+	var out []string
+	for _, line := range strings.Split(string(mi), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && strings.Contains(line, want) && strings.Contains(f[4], "livemig-old-") {
+			out = append(out, f[4])
+		}
+	}
+	return out
+}
+
+// unmountAside unmounts what a failed check left mounted aside of this test's old
+// filesystem, so that its loop device can go.
+func unmountAside(t *testing.T, dev uint64) {
+	for _, m := range asideMounts(dev) {
+		if err := unix.Unmount(m, 0); err != nil {
+			t.Logf("unmount %s: %v", m, err)
+			continue
+		}
+		os.Remove(m)
 	}
 }
