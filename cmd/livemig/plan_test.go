@@ -147,8 +147,8 @@ func TestPlanBadInput(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"no source", nil, "exactly one argument"},
-		{"two args", []string{src, src}, "exactly one argument"},
+		{"no source", nil, "SRC and optionally DST"},
+		{"three args", []string{src, src, src}, "SRC and optionally DST"},
 		{"missing", []string{filepath.Join(src, "missing")}, "no such file or directory"},
 		{"not a directory", []string{file}, "not a directory"},
 		{"pid not using", []string{"--pid", strconv.Itoa(elsewhere.Process.Pid), src}, "does not use"},
