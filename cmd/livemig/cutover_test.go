@@ -110,6 +110,10 @@ func TestCutoverMovesWriters(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
+				var oldSt unix.Stat_t
+				if err := unix.Stat(oldFS, &oldSt); err != nil {
+					t.Fatal(err)
+				}
 				cmd := w.start(t, src)
 				time.Sleep(50 * time.Millisecond)
 				before := fdFlags(t, cmd.Process.Pid, src)
@@ -155,10 +159,9 @@ func TestCutoverMovesWriters(t *testing.T) {
 				for _, f := range w.files {
 					assertLines(t, filepath.Join(final, f), w.skip[f])
 				}
-				if remount {
-					if mi, _ := os.ReadFile("/proc/self/mountinfo"); bytes.Contains(mi, []byte("livemig-old-")) {
-						t.Errorf("the old filesystem is still mounted aside:\n%s", mi)
-					}
+				if aside := asideMounts(oldSt.Dev); remount && len(aside) > 0 {
+					t.Errorf("the old filesystem is still mounted aside at %v", aside)
+					unmountAside(t, oldSt.Dev)
 				}
 			})
 		}
