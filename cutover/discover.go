@@ -6,10 +6,13 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 )
 
@@ -257,19 +260,34 @@ func discover(s Source, opts Options, strict bool, skip map[int]bool) (*Discover
 	if err != nil {
 		return nil, nil, err
 	}
+	// Processes are scanned a few at a time: the scan is mostly waiting on /proc, and the
+	// rescans after the freeze run inside the pause.
+	procs := make([]*Process, len(pids))
+	unreadable := make([]error, len(pids))
+	var g errgroup.Group
+	g.SetLimit(2 * runtime.NumCPU())
+	for i, pid := range pids {
+		g.Go(func() error {
+			p, err := sc.scanProcess(pid)
+			if errors.Is(err, fs.ErrPermission) {
+				unreadable[i] = err
+				return nil
+			}
+			procs[i] = p
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, nil, err
+	}
 	d := &Discovery{Source: s}
-	for _, pid := range pids {
-		p, err := sc.scanProcess(pid)
-		if errors.Is(err, fs.ErrPermission) {
+	for i, pid := range pids {
+		if err := unreadable[i]; err != nil {
 			comm, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
 			d.Unreadable = append(d.Unreadable, Unreadable{PID: pid, Comm: strings.TrimSpace(string(comm)), Error: err.Error()})
-			continue
 		}
-		if err != nil {
-			return nil, nil, err
-		}
-		if p != nil {
-			d.Processes = append(d.Processes, *p)
+		if procs[i] != nil {
+			d.Processes = append(d.Processes, *procs[i])
 		}
 	}
 	if strict {
@@ -280,6 +298,12 @@ func discover(s Source, opts Options, strict bool, skip map[int]bool) (*Discover
 		}
 	}
 	return d, sc.nonUsers, nil
+}
+
+func (sc *scanner) markNonUser(pid int) {
+	sc.mu.Lock()
+	sc.nonUsers[pid] = true
+	sc.mu.Unlock()
 }
 
 func (d *Discovery) has(pid int) bool {
@@ -325,6 +349,8 @@ type scanner struct {
 	// two passes short of cycling through all of pid_max.
 	skip     map[int]bool
 	nonUsers map[int]bool // scanned and found not using SRC
+
+	mu sync.Mutex // guards mounts, bindings and nonUsers: processes are scanned in parallel
 }
 
 func newScanner(s Source, opts Options) (*scanner, error) {
@@ -416,7 +442,7 @@ func (sc *scanner) scanProcess(pid int) (*Process, error) {
 		return nil, nil
 	}
 	if sc.skip[pid] {
-		sc.nonUsers[pid] = true
+		sc.markNonUser(pid)
 		return nil, nil
 	}
 	p, err := sc.scanProcessOrGone(pid)
@@ -437,7 +463,7 @@ func (sc *scanner) scanProcessOrGone(pid int) (*Process, error) {
 	}
 	target := Target{PID: pid, StartTime: st.StartTime}
 	if st.Flags&pfKthread != 0 {
-		sc.nonUsers[pid] = true
+		sc.markNonUser(pid)
 		return nil, nil
 	}
 	p := &Process{Target: target, PPID: st.PPID, Comm: st.Comm, State: string(st.State)}
@@ -493,7 +519,7 @@ func (sc *scanner) scanProcessOrGone(pid int) (*Process, error) {
 		return nil, err
 	}
 	if len(p.Cwd) == 0 && len(p.Root) == 0 && p.Exe == nil && len(p.FDs) == 0 && len(p.Maps) == 0 {
-		sc.nonUsers[pid] = true
+		sc.markNonUser(pid)
 		return nil, nil
 	}
 	if b, err := os.ReadFile(dir + "/cmdline"); err == nil {
@@ -561,6 +587,8 @@ func (sc *scanner) viewOf(pid int) (view, error) {
 	if st.Ino != sc.selfMnt {
 		v.prefix = dir + "/root"
 	}
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
 	mounts, ok := sc.mounts[st.Ino]
 	if !ok {
 		var err error
@@ -782,10 +810,12 @@ func (sc *scanner) boundUnder(v view, pid int, ino uint64) (*Node, error) {
 	if err := unix.Stat(dir+"/ns/net", &st); err != nil {
 		return nil, err
 	}
+	sc.mu.Lock()
 	byInode, ok := sc.bindings[st.Ino]
 	if !ok {
 		list, err := readUnixBindings(dir + "/net/unix")
 		if err != nil {
+			sc.mu.Unlock()
 			return nil, err
 		}
 		byInode = map[uint64]string{}
@@ -796,6 +826,7 @@ func (sc *scanner) boundUnder(v view, pid int, ino uint64) (*Node, error) {
 		}
 		sc.bindings[st.Ino] = byInode
 	}
+	sc.mu.Unlock()
 	name, ok := byInode[ino]
 	if !ok {
 		return nil, nil

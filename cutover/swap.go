@@ -199,13 +199,9 @@ func copyOpenFile(from, to string, mode uint32) error {
 }
 
 func (m *mover) swapCwd(loc Location) error {
-	spare, err := m.ip.SpareCwd()
-	if err != nil {
-		return err
-	}
 	target := m.paths.new(loc.Rel)
-	if err := m.ip.Chdir(target); err != nil {
-		_ = m.ip.DropSpare(spare)
+	spare, err := m.ip.ChdirKeepingSpare(target)
+	if err != nil {
 		return err
 	}
 	m.spares = append(m.spares, spare)

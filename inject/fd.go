@@ -411,3 +411,35 @@ func (p *Process) spareBase() int {
 	}
 	return 3
 }
+
+// ChdirKeepingSpare changes the working directory to path, in one batch with SpareCwd's
+// work: the spare stands for the directory left.
+func (p *Process) ChdirKeepingSpare(path string) (Spare, error) {
+	var s Spare
+	err := p.run(func() error {
+		p.ResetScratch()
+		dot, err := p.putString(".")
+		var target uintptr
+		if err == nil {
+			target, err = p.putString(path)
+		}
+		if err != nil {
+			return err
+		}
+		done, err := p.batch([]Call{
+			{Name: "openat .", Nr: unix.SYS_OPENAT, Args: []Arg{Val(atFdcwd), Val(dot), Val(unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC), Val(0)}},
+			{Name: "chdir", Nr: unix.SYS_CHDIR, Args: []Arg{Val(target)}},
+		})
+		if err != nil {
+			if len(done) == 1 {
+				if _, cerr := p.call("close", unix.SYS_CLOSE, done[0]); cerr != nil {
+					err = errors.Join(err, cerr)
+				}
+			}
+			return fmt.Errorf("chdir pid %d to %s: %w", p.pid, path, err)
+		}
+		s = Spare{Fd: int(done[0]), Target: CwdTarget}
+		return nil
+	})
+	return s, err
+}

@@ -394,6 +394,16 @@ func TestChdirAndRestore(t *testing.T) {
 	if got := cwd(); got != oldDir {
 		t.Fatalf("cwd after Restore = %s, want %s", got, oldDir)
 	}
+	fds := countFds(t, c.pid)
+	if _, err := p.ChdirKeepingSpare(filepath.Join(newDir, "missing")); !errors.Is(err, unix.ENOENT) || countFds(t, c.pid) != fds {
+		t.Fatalf("ChdirKeepingSpare to a missing directory: %v, %d fds (%d before); want ENOENT and no spare left", err, countFds(t, c.pid), fds)
+	}
+	if spare, err = p.ChdirKeepingSpare(newDir); err != nil || cwd() != newDir {
+		t.Fatalf("ChdirKeepingSpare: %v, cwd %s", err, cwd())
+	}
+	if err := p.Restore(spare); err != nil || cwd() != oldDir {
+		t.Fatalf("Restore after ChdirKeepingSpare: %v, cwd %s", err, cwd())
+	}
 	detach(t, p)
 	c.send(t, "x")
 	c.expect(t, "ok got x")
