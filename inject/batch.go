@@ -45,18 +45,11 @@ func (p *Process) batch(calls []Call) ([]uintptr, error) {
 			}
 		}
 	}
-	if !batchSupported || p.noCodePage {
-		return p.batchByStep(calls)
+	if err := p.ensureMemory(); err != nil {
+		return nil, err
 	}
 	if p.code == 0 {
-		addr, err := p.call("mmap code", unix.SYS_MMAP, 0, codeSize,
-			unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uintptr(0), 0)
-		if err != nil {
-			// A policy against writable code (SELinux execmem, say): step instead.
-			p.noCodePage = true
-			return p.batchByStep(calls)
-		}
-		p.code = addr
+		return p.batchByStep(calls)
 	}
 	slots := make([]byte, 8*len(calls))
 	for i := range calls {

@@ -23,6 +23,7 @@ type Process struct {
 	threads map[int]*thread
 	worker  *thread // the thread syscalls run in
 	insn    uintptr // address of a syscall instruction in the process's own code
+	region  region  // what we mapped in the process: code page, then scratch memory
 	scratch scratch
 	code    uintptr // our executable page for batches (see batch)
 	// noCodePage: the process may not map a writable executable page; batches step.
@@ -296,16 +297,10 @@ func (p *Process) Detach() error {
 
 func (p *Process) detachAll() error {
 	var errs []error
-	if p.scratch.addr != 0 && !p.exited {
-		if err := p.unmapScratch(); err != nil {
+	if p.region.addr != 0 && !p.exited {
+		if err := p.unmapMemory(); err != nil {
 			errs = append(errs, err)
 		}
-	}
-	if p.code != 0 && !p.exited {
-		if _, err := p.call("munmap code", unix.SYS_MUNMAP, p.code, codeSize); err != nil {
-			errs = append(errs, err)
-		}
-		p.code = 0
 	}
 	for _, t := range p.threads {
 		if t.gone {

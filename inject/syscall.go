@@ -221,7 +221,7 @@ func (p *Process) ReadMemory(addr uintptr, buf []byte) error {
 	return p.run(func() error { return p.readMemory(addr, buf) })
 }
 
-// scratch is a private anonymous mapping made inside the process by an injected mmap,
+// scratch is private anonymous memory made inside the process by an injected mmap,
 // filled from the start for each operation, and removed at Detach.
 type scratch struct {
 	addr uintptr
@@ -245,13 +245,8 @@ func (p *Process) WriteScratch(data []byte) (uintptr, error) {
 func (p *Process) ResetScratch() { p.scratch.used = 0 }
 
 func (p *Process) putScratch(data []byte) (uintptr, error) {
-	if p.scratch.addr == 0 {
-		addr, err := p.call("mmap scratch", unix.SYS_MMAP, 0, scratchSize,
-			unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uintptr(0), 0)
-		if err != nil {
-			return 0, err
-		}
-		p.scratch = scratch{addr: addr}
+	if err := p.ensureMemory(); err != nil {
+		return 0, err
 	}
 	size := (uintptr(len(data)) + 15) &^ 15 // keep structs aligned
 	if p.scratch.used+size > scratchSize {
@@ -272,9 +267,39 @@ func (p *Process) putString(s string) (uintptr, error) {
 	return p.putScratch(b)
 }
 
-func (p *Process) unmapScratch() error {
-	_, err := p.call("munmap scratch", unix.SYS_MUNMAP, p.scratch.addr, scratchSize)
-	p.scratch = scratch{}
+// ensureMemory maps, on first need, our region in the process: an executable page for
+// batches followed by the scratch memory, in one injected mmap (every round trip counts
+// in the pause). Where writable code is refused (SELinux's execmem, say), the scratch
+// memory alone, and batches run call by call.
+func (p *Process) ensureMemory() error {
+	if p.region.addr != 0 {
+		return nil
+	}
+	if batchSupported && !p.noCodePage {
+		addr, err := p.call("mmap", unix.SYS_MMAP, 0, codeSize+scratchSize,
+			unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uintptr(0), 0)
+		if err == nil {
+			p.region = region{addr: addr, size: codeSize + scratchSize}
+			p.code, p.scratch = addr, scratch{addr: addr + codeSize}
+			return nil
+		}
+		p.noCodePage = true
+	}
+	addr, err := p.call("mmap scratch", unix.SYS_MMAP, 0, scratchSize,
+		unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uintptr(0), 0)
+	if err != nil {
+		return err
+	}
+	p.region, p.scratch = region{addr: addr, size: scratchSize}, scratch{addr: addr}
+	return nil
+}
+
+// region is the memory we mapped in the process.
+type region struct{ addr, size uintptr }
+
+func (p *Process) unmapMemory() error {
+	_, err := p.call("munmap", unix.SYS_MUNMAP, p.region.addr, p.region.size)
+	p.region, p.scratch, p.code = region{}, scratch{}, 0
 	return err
 }
 
