@@ -92,6 +92,7 @@ const codeSize = 16 << 10
 // the way is handled as in stepOverSyscall: an interrupt or group stop is resumed, a
 // signal of the process kept for Detach; a fault inside our code is an error.
 func (p *Process) runCode(t *thread, start, end uintptr) error {
+	p.colocate()
 	r := t.saved
 	r.prepareSyscall(start, 0, [6]uintptr{})
 	if err := setRegs(t.tid, &r); err != nil {

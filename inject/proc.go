@@ -19,6 +19,7 @@ const pfKthread = 0x00200000
 type procInfo struct {
 	state     byte // R, S, D, T, t, Z, ...
 	flags     uint64
+	cpu       int // the CPU it last ran on
 	tgid      int
 	tracerPid int
 }
@@ -38,7 +39,7 @@ func readProcInfo(pid int) (procInfo, error) {
 		return info, fmt.Errorf("unexpected /proc/%d/stat: %q", pid, stat)
 	}
 	fields := strings.Fields(string(stat[i+1:]))
-	if len(fields) < 7 {
+	if len(fields) < 37 {
 		return info, fmt.Errorf("unexpected /proc/%d/stat: %q", pid, stat)
 	}
 	info.state = fields[0][0]
@@ -46,6 +47,7 @@ func readProcInfo(pid int) (procInfo, error) {
 	if info.flags, err = strconv.ParseUint(fields[6], 10, 64); err != nil {
 		return info, fmt.Errorf("flags in /proc/%d/stat: %w", pid, err)
 	}
+	info.cpu, _ = strconv.Atoi(fields[36]) // field 39, processor
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {

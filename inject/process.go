@@ -28,6 +28,7 @@ type Process struct {
 	code    uintptr // our executable page for batches (see batch)
 	// noCodePage: the process may not map a writable executable page; batches step.
 	noCodePage bool
+	colocated  bool // colocate has run
 	exited     bool
 	detached   bool
 }
@@ -41,6 +42,8 @@ type thread struct {
 	// Signals that arrived while we held the thread. They are delivered again at detach,
 	// so that attaching never loses or invents a signal.
 	deferred []unix.Siginfo
+	// affinity is the thread's own CPU set while colocate has pinned it; put back at detach.
+	affinity *unix.CPUSet
 }
 
 // Attach stops every thread of the process pid (threads created meanwhile included) with
@@ -156,6 +159,41 @@ func (p *Process) attachAll() error {
 		return ErrExited
 	}
 	return p.loadRegs(p.worker)
+}
+
+// colocate pins the worker thread and the tracer thread to one CPU for the rest of the
+// session, before the first injected call (an attach that injects nothing pays nothing). Each
+// injected call hands the CPU from one to the other and back; on two CPUs each handoff
+// wakes an idle CPU, which on a virtual machine costs tens of microseconds, on one it is
+// a context switch (getpid injected: ~60-70 µs -> ~20 µs here). The worker's own CPU set
+// is put back at Detach. Where either cannot be pinned (a cpuset), nothing is.
+func (p *Process) colocate() {
+	if p.colocated {
+		return
+	}
+	p.colocated = true
+	w := p.worker
+	var own unix.CPUSet
+	if unix.SchedGetaffinity(w.tid, &own) != nil {
+		return
+	}
+	cpu := -1
+	if info, err := readProcInfo(w.tid); err == nil && own.IsSet(info.cpu) {
+		cpu = info.cpu
+	}
+	for c := 0; cpu < 0 && c < 1024; c++ {
+		if own.IsSet(c) {
+			cpu = c
+		}
+	}
+	var one unix.CPUSet
+	one.Set(cpu)
+	if cpu < 0 || unix.SchedSetaffinity(0, &one) != nil { // the tracer thread: ours, it ends with the session
+		return
+	}
+	if unix.SchedSetaffinity(w.tid, &one) == nil {
+		w.affinity = &own
+	}
 }
 
 // waitStopped waits until each of tids has reported a stop (or exited).
@@ -311,6 +349,11 @@ func (p *Process) detachAll() error {
 		}
 		if t.hasRegs && undoStopInterruption(&t.saved) {
 			t.changed = true
+		}
+		if t.affinity != nil {
+			if err := unix.SchedSetaffinity(t.tid, t.affinity); err != nil && err != unix.ESRCH {
+				errs = append(errs, fmt.Errorf("restore CPU affinity of thread %d: %w", t.tid, err))
+			}
 		}
 		if t.changed {
 			if err := setRegs(t.tid, &t.saved); err != nil && err != unix.ESRCH {

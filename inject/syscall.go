@@ -79,6 +79,7 @@ func (p *Process) rawSyscall(t *thread, nr uintptr, args ...uintptr) (uintptr, e
 	if err := p.loadRegs(t); err != nil {
 		return 0, err
 	}
+	p.colocate()
 	var a [6]uintptr
 	copy(a[:], args)
 	for attempt := 0; ; attempt++ {
