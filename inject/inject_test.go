@@ -571,8 +571,8 @@ func TestAttachCatchesThreadsCreatedMeanwhile(t *testing.T) {
 	}
 }
 
-// Detach leaves no trace: the registers of the blocked syscall, the signal masks and
-// the memory map are as before, and the spare fds are gone once dropped.
+// Detach leaves no trace: the registers of the blocked syscall, the signal masks, the
+// CPU affinity and the memory map are as before, and the spare fds are gone once dropped.
 func TestDetachLeavesNoTrace(t *testing.T) {
 	testutil.RequireRoot(t)
 	dir := testutil.MountTmpfs(t)
@@ -595,7 +595,7 @@ func TestDetachLeavesNoTrace(t *testing.T) {
 		}
 		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.pid))
 		for _, line := range strings.Split(string(status), "\n") {
-			if strings.HasPrefix(line, "Sig") || strings.HasPrefix(line, "ShdPnd") {
+			if strings.HasPrefix(line, "Sig") || strings.HasPrefix(line, "ShdPnd") || strings.HasPrefix(line, "Cpus_allowed") {
 				b.WriteString(line + "\n")
 			}
 		}
