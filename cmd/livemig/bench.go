@@ -21,8 +21,9 @@ import (
 func init() {
 	register(&command{
 		name:    "bench",
-		summary: "measure livemig against the manual recipes (bench downtime)",
+		summary: "measure livemig against the manual recipes (bench downtime) and its peers (bench sync)",
 		usage: `bench downtime [flags]
+       (livemig bench sync --help: the mirror against cp, rsync and lsyncd)
 
 downtime: creates its own old and new storage (loop-mounted images, or tmpfs), starts
 writer processes that append "<seq> <CLOCK_MONOTONIC ns>" lines to files they keep open
@@ -49,7 +50,7 @@ Examples:
 			repeat := fs.Int("repeat", 1, "runs of each method per case (the table gives median, min and max)")
 			asJSON := fs.Bool("json", false, "print the result as JSON on stdout (progress goes to stderr)")
 			svg := fs.String("svg", "", "write a timeline plot (SVG) of each method's first run to FILE")
-			markdown := fs.String("markdown", "", "write the results page (table, machine, date, command) to FILE")
+			markdown := fs.String("markdown", "", "write the downtime section (table, machine, date, command) of the results page FILE, keeping its other sections")
 			peers := fs.StringSlice("peers", bench.Peers, "manual recipes run beside livemig: gdb, rsync-remount, or none (one missing its tool is skipped with a note)")
 			livemigModes := fs.StringSlice("livemig", []string{"repoint", "remount"}, "livemig cutovers to run: repoint (SRC -> DST paths), remount (--remount), or none")
 			matrix := fs.StringSlice("matrix", nil, "several cases, each PROCSxFILES[@RATE] (e.g. 1x1@1000,20x8@250); overrides --procs, --files and --rate")
@@ -57,7 +58,7 @@ Examples:
 			after := fs.Duration("after", time.Second, "how long the workload runs after the migration")
 			return func(args []string) error {
 				if len(args) != 1 || args[0] != "downtime" {
-					return usagef("bench takes one argument, the benchmark: downtime (got %q)", strings.Join(args, " "))
+					return usagef("bench takes one argument, the benchmark: downtime or sync, before its flags (got %q)", strings.Join(args, " "))
 				}
 				sz, err := parseBytes(*size)
 				if err != nil {
@@ -137,7 +138,7 @@ Examples:
 					}
 				}
 				if *markdown != "" {
-					if err := writeFileWith(*markdown, rep.WriteMarkdown); err != nil {
+					if err := bench.MergeMarkdown(*markdown, "downtime", rep.WriteMarkdown); err != nil {
 						return err
 					}
 				}

@@ -65,6 +65,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "livemig: unknown command %q (see livemig --help)\n", args[0])
 		return exitUsage
 	}
+	// A command of two words ("bench sync") has flags of its own.
+	if len(args) > 1 {
+		if sc, ok := commands[args[0]+" "+args[1]]; ok {
+			c, args = sc, args[1:]
+		}
+	}
 	fs := pflag.NewFlagSet("livemig "+c.name, pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
