@@ -291,7 +291,7 @@ func (r *syncRun) result(row, tool string) *SyncResult {
 // cancelled context kills it and the processes it forked (rsync forks two).
 func groupCommand(ctx context.Context, name string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.SysProcAttr = &unix.SysProcAttr{Setpgid: true, Pdeathsig: unix.SIGKILL}
+	cmd.SysProcAttr = &unix.SysProcAttr{Setpgid: true} // Ctrl-C is bench's to handle
 	cmd.Cancel = func() error { return unix.Kill(-cmd.Process.Pid, unix.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
 	return cmd
@@ -476,7 +476,13 @@ func (r *syncRun) bigFile(ctx context.Context) error {
 			return fmt.Errorf("preparing the delta: %w", err)
 		}
 		at := (sz.BigSize / 2) &^ 4095
-		poke := func() error { return pokeFile(file, at, sz.Change) }
+		// Each change moves the mtime by whole seconds: rsync compares whole seconds by
+		// default, and would skip a change made within the second of the last copy.
+		mtime := time.Now().Add(-time.Hour).Truncate(time.Second)
+		poke := func() error {
+			mtime = mtime.Add(time.Second)
+			return pokeFile(file, at, sz.Change, mtime)
+		}
 		for rep := 0; rep < r.cfg.Repeat; rep++ {
 			for _, res := range r.rowTools(RowDelta) {
 				if err := r.runCopy(ctx, res, RowDelta, src, dst, poke, 0); err != nil {
@@ -608,8 +614,9 @@ func writeRandomFile(path string, size int64) error {
 	return nil
 }
 
-// pokeFile overwrites n bytes of path at offset at with new random bytes.
-func pokeFile(path string, at, n int64) error {
+// pokeFile overwrites n bytes of path at offset at with new random bytes, and sets
+// its times to mtime.
+func pokeFile(path string, at, n int64, mtime time.Time) error {
 	buf := randomBytes(int(n))
 	f, err := os.OpenFile(path, os.O_WRONLY, 0)
 	if err != nil {
@@ -621,6 +628,9 @@ func pokeFile(path string, at, n int64) error {
 	}
 	if err != nil {
 		return fmt.Errorf("write %s at %d: %w", path, at, err)
+	}
+	if err := os.Chtimes(path, mtime, mtime); err != nil {
+		return fmt.Errorf("set the times of %s: %w", path, err)
 	}
 	return nil
 }

@@ -219,6 +219,9 @@ func (r *syncRun) startMirror(ctx context.Context, tool, src, dst string) (*mirr
 	var cmd *exec.Cmd
 	slug := strings.NewReplacer(" ", "-", "(", "", ")", "", "=", "", ",", "").Replace(tool)
 	log := filepath.Join(r.logs, slug+".log")
+	// The mirror outlives ctx: stop ends it with SIGTERM, so that it cleans up after
+	// itself, where a cancelled context would SIGKILL it.
+	ctx = context.WithoutCancel(ctx)
 	switch tool {
 	case ToolLivemig:
 		cmd = groupCommand(ctx, r.cfg.Livemig, "sync", src, dst)

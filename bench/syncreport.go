@@ -45,7 +45,7 @@ func (r *SyncReport) rows() [][]string {
 			median, span := resultCells(row, res, timeout)
 			ratio := ""
 			if base != nil && res != base {
-				ratio = ratioCell(primary(row, base), primary(row, res))
+				ratio = ratioCell(primary(row, base), primary(row, res), timeout)
 			}
 			out = append(out, append(cells, median, span, ratio, strings.Join(notes, "; ")))
 		}
@@ -64,12 +64,12 @@ func primary(row *SyncRow, res *SyncResult) int64 {
 }
 
 // ratioCell is how many times longer the peer took than livemig.
-func ratioCell(livemig, peer int64) string {
+func ratioCell(livemig, peer int64, timeout time.Duration) string {
 	switch {
 	case livemig <= 0:
 		return ""
 	case peer == lagMissed:
-		return "(peer missed)"
+		return fmt.Sprintf("> %.0fx", float64(timeout)/float64(livemig))
 	}
 	return fmt.Sprintf("%.1fx", float64(peer)/float64(livemig))
 }
@@ -78,24 +78,30 @@ func secs(ns int64) string { return fmt.Sprintf("%.3f s", float64(ns)/1e9) }
 
 func resultCells(row *SyncRow, res *SyncResult, timeout time.Duration) (median, span string) {
 	lw := func(ns int64) string { return lagWord(ns, timeout) }
+	rng := func(s Stats, word func(int64) string) string {
+		if s.Min == s.Max {
+			return word(s.Min)
+		}
+		return word(s.Min) + "–" + word(s.Max)
+	}
 	switch row.Key {
 	case RowLagSmall:
 		return fmt.Sprintf("p50 %s, p99 %s", lw(res.LagP50.Median), lw(res.LagP99.Median)),
-			fmt.Sprintf("p50 %s–%s", lw(res.LagP50.Min), lw(res.LagP50.Max))
+			"p50 " + rng(res.LagP50, lw)
 	case RowLagAppend:
 		return fmt.Sprintf("p50 %s, max %s", lw(res.LagP50.Median), lw(res.LagMax.Median)),
-			fmt.Sprintf("p50 %s–%s", lw(res.LagP50.Min), lw(res.LagP50.Max))
+			"p50 " + rng(res.LagP50, lw)
 	case RowLagBurst:
-		return lw(res.LagP50.Median), fmt.Sprintf("%s–%s", lw(res.LagP50.Min), lw(res.LagP50.Max))
+		return lw(res.LagP50.Median), rng(res.LagP50, lw)
 	}
 	median = secs(res.Time.Median)
 	if res.PerSec > 0 {
 		median += fmt.Sprintf(", %.0f %s", res.PerSec, row.Unit)
 	}
-	if row.Key == RowDelta && len(res.written) > 0 || res.BytesWritten > 0 {
+	if row.Key == RowDelta {
 		median += ", " + bytesWord(res.BytesWritten) + " written"
 	}
-	return median, fmt.Sprintf("%s–%s", secs(res.Time.Min), secs(res.Time.Max))
+	return median, rng(res.Time, secs)
 }
 
 func bytesWord(n int64) string {
@@ -114,7 +120,7 @@ func (r *SyncReport) legend() string {
 	return fmt.Sprintf(`- **median (min–max)** over %d run(s) of each tool (the tools take turns within each run); copy rows: the tool's wall time, from start to exit.
 - **livemig faster by**: the peer's median divided by livemig's (wall time; for lag rows the median lag).
 - **second pass**: DST made identical first (exact times); every tool then finds nothing to copy. cp -a has no such mode.
-- **written**: bytes written at DST, from each tool's own report: livemig's bytes_written; rsync --inplace: its literal data (matching blocks are skipped); rsync -a writes a new copy of the file.
+- **written**: bytes written at DST, from each tool's own report: livemig's bytes_written; rsync --inplace: its literal data (matching blocks are skipped); rsync -a writes a new copy of the file. Each change also moves the file's mtime by a whole second (rsync compares whole seconds by default).
 - **follow lag**: a running mirror; a change is written at SRC and DST is polled (every 0.1 ms) until it holds the same bytes. Small files: the writer keeps its rate whatever the mirror does; p50/p99 over the files of a run. Append: one append at a time, once DST has caught up. Burst: from the first write until the last file is at DST.
 - **lsyncd**: default.rsync with rsync archive = true; "delay 15 s" is its default delay, measured in one run capped at %s per change; "delay = 0" is lsyncd at its fastest.
 `, r.Repeat, time.Duration(r.LagTimeoutNS))
