@@ -101,16 +101,11 @@ Examples:
 				if os.Geteuid() != 0 {
 					return usagef("bench needs root: it mounts its own storage and migrates processes with ptrace")
 				}
-				self, err := os.Executable()
+				self, ctx, stop, progress, err := benchStart(*asJSON)
 				if err != nil {
-					return fmt.Errorf("locate the livemig binary: %w", err)
+					return err
 				}
-				ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 				defer stop()
-				progress := io.Writer(os.Stdout)
-				if *asJSON {
-					progress = os.Stderr
-				}
 				rep := &bench.Report{
 					Benchmark: "downtime",
 					Command:   "livemig " + strings.Join(os.Args[1:], " "),
@@ -130,28 +125,56 @@ Examples:
 				if err != nil {
 					return err
 				}
-				if *svg != "" {
-					if err := writeFileWith(*svg, func(w io.Writer) error {
-						return bench.WriteSVG(w, "livemig bench downtime: write rate around the migration", rep.Panels())
-					}); err != nil {
-						return err
-					}
-				}
-				if *markdown != "" {
-					if err := bench.MergeMarkdown(*markdown, "downtime", rep.WriteMarkdown); err != nil {
-						return err
-					}
-				}
-				if *asJSON {
-					enc := json.NewEncoder(os.Stdout)
-					enc.SetIndent("", "  ")
-					return enc.Encode(rep)
-				}
-				fmt.Fprintln(os.Stdout)
-				return rep.WriteText(os.Stdout)
+				return benchFinish(rep, "downtime", *asJSON, *markdown, *svg, func(w io.Writer) error {
+					return bench.WriteSVG(w, "livemig bench downtime: write rate around the migration", rep.Panels())
+				})
 			}
 		},
 	})
+}
+
+// benchStart is what every benchmark needs before it runs: the livemig binary it
+// drives, a context that Ctrl-C and SIGTERM end (call stop when done), and where
+// progress goes (stderr when stdout carries the JSON).
+func benchStart(asJSON bool) (self string, ctx context.Context, stop func(), progress io.Writer, err error) {
+	self, err = os.Executable()
+	if err != nil {
+		return "", nil, nil, nil, fmt.Errorf("locate the livemig binary: %w", err)
+	}
+	ctx, stop = signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	progress = os.Stdout
+	if asJSON {
+		progress = os.Stderr
+	}
+	return self, ctx, stop, progress, nil
+}
+
+// benchReport is the result of a benchmark, as every output needs it.
+type benchReport interface {
+	WriteText(io.Writer) error
+	WriteMarkdown(io.Writer) error
+}
+
+// benchFinish writes a benchmark's outputs: the SVG (when svg is set), its section of
+// the results page (when markdown is set), then the JSON or the table on stdout.
+func benchFinish(rep benchReport, section string, asJSON bool, markdown, svg string, writeSVG func(io.Writer) error) error {
+	if svg != "" {
+		if err := writeFileWith(svg, writeSVG); err != nil {
+			return err
+		}
+	}
+	if markdown != "" {
+		if err := bench.MergeMarkdown(markdown, section, rep.WriteMarkdown); err != nil {
+			return err
+		}
+	}
+	if asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	fmt.Fprintln(os.Stdout)
+	return rep.WriteText(os.Stdout)
 }
 
 // benchMethods turns --livemig and --peers into the list of methods, livemig's first.

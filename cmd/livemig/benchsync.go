@@ -1,15 +1,10 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"os"
-	"os/signal"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -125,16 +120,11 @@ Examples:
 				if os.Geteuid() != 0 {
 					return usagef("bench sync needs root: it mounts its own storage")
 				}
-				self, err := os.Executable()
+				self, ctx, stop, progress, err := benchStart(*asJSON)
 				if err != nil {
-					return fmt.Errorf("locate the livemig binary: %w", err)
+					return err
 				}
-				ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 				defer stop()
-				progress := io.Writer(os.Stdout)
-				if *asJSON {
-					progress = os.Stderr
-				}
 				rep := &bench.SyncReport{
 					Benchmark:    "sync",
 					Command:      "livemig " + strings.Join(os.Args[1:], " "),
@@ -155,23 +145,7 @@ Examples:
 				if err != nil {
 					return err
 				}
-				if *svg != "" {
-					if err := writeFileWith(*svg, rep.WriteSVG); err != nil {
-						return err
-					}
-				}
-				if *markdown != "" {
-					if err := bench.MergeMarkdown(*markdown, "sync", rep.WriteMarkdown); err != nil {
-						return err
-					}
-				}
-				if *asJSON {
-					enc := json.NewEncoder(os.Stdout)
-					enc.SetIndent("", "  ")
-					return enc.Encode(rep)
-				}
-				fmt.Fprintln(os.Stdout)
-				return rep.WriteText(os.Stdout)
+				return benchFinish(rep, "sync", *asJSON, *markdown, *svg, rep.WriteSVG)
 			}
 		},
 	})

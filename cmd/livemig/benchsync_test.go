@@ -2,14 +2,12 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,16 +18,8 @@ import (
 // runBenchSync runs `livemig bench sync --json ARGS` through the built binary.
 func runBenchSync(t *testing.T, args ...string) *bench.SyncReport {
 	t.Helper()
-	cmd := exec.Command(builtLivemig(t), append([]string{"bench", "sync", "--json"}, args...)...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("livemig bench sync %s: %v\nstderr:\n%s", strings.Join(args, " "), err, stderr.String())
-	}
 	var rep bench.SyncReport
-	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
-		t.Fatalf("--json output does not parse: %v\n%s", err, stdout.String())
-	}
+	runBenchJSON(t, "sync", &rep, args...)
 	return &rep
 }
 
@@ -172,25 +162,7 @@ func TestBenchSyncInterruptCleansUp(t *testing.T) {
 		return bytes.Contains(b, []byte("starting the mirror"))
 	})
 	time.Sleep(500 * time.Millisecond)
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(20 * time.Second):
-		t.Fatal("bench sync did not stop within 20 s of SIGINT")
-	}
-	if code := cmd.ProcessState.ExitCode(); code != exitFailed || !strings.Contains(stderr.String(), "interrupted") {
-		t.Errorf("exit %d, stderr %q; want 1 saying it was interrupted", code, stderr.String())
-	}
-	if m := mountsUnder(tmp); len(m) > 0 {
-		t.Errorf("left mounted: %v", m)
-	}
-	if ents, _ := os.ReadDir(tmp); len(ents) > 0 {
-		t.Errorf("left in TMPDIR: %v", ents)
-	}
+	interruptBench(t, cmd, &stderr, tmp)
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		if b, _ := os.ReadFile(p); bytes.Contains(b, []byte(tmp)) {
