@@ -43,7 +43,7 @@ func (r *syncRun) lag(ctx context.Context) error {
 			// Every change waits out the 15 s delay: one run, one append.
 			repeat = 1
 			for _, res := range results {
-				res.Notes = append(res.Notes, fmt.Sprintf("1 run (each change waits out lsyncd's 15 s delay); a change not at DST after %s counts as missed", r.cfg.LagTimeout))
+				res.Notes = append(res.Notes, fmt.Sprintf("1 run, 1 append (lsyncd holds changes for up to its 15 s delay); a change not at DST after %s counts as missed", r.cfg.LagTimeout))
 			}
 		}
 		err := r.lagTool(ctx, tool, rows, repeat)

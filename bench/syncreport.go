@@ -117,7 +117,7 @@ func bytesWord(n int64) string {
 }
 
 func (r *SyncReport) legend() string {
-	return fmt.Sprintf(`- **median (min–max)** over %d run(s) of each tool (the tools take turns within each run); copy rows: the tool's wall time, from start to exit.
+	return fmt.Sprintf(`- **median (min–max)** over %d run(s) of each tool (the tools take turns within each run, after one untimed warm-up copy); copy rows: the tool's wall time, from start to exit.
 - **livemig faster by**: the peer's median divided by livemig's (wall time; for lag rows the median lag).
 - **second pass**: DST made identical first (exact times); every tool then finds nothing to copy. cp -a has no such mode.
 - **written**: bytes written at DST, from each tool's own report: livemig's bytes_written; rsync --inplace: its literal data (matching blocks are skipped); rsync -a writes a new copy of the file. Each change also moves the file's mtime by a whole second (rsync compares whole seconds by default).
