@@ -109,8 +109,12 @@ func printTopUsage(w io.Writer) {
 		names = append(names, n)
 	}
 	sort.Strings(names)
+	width := 9
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-9s %s\n", n, commands[n].summary)
+		width = max(width, len(n))
+	}
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-*s %s\n", width, n, commands[n].summary)
 	}
 	fmt.Fprintln(w, "\nRun 'livemig COMMAND --help' for a command's flags and examples.")
 	fmt.Fprintln(w, "Exit status: 0 done; 1 failed and rolled back; 2 bad usage or input; 3 done with leftovers.")
