@@ -42,8 +42,12 @@ func (r *syncRun) lag(ctx context.Context) error {
 		if tool == ToolLsyncd {
 			// Every change waits out the 15 s delay: one run, one append.
 			repeat = 1
-			for _, res := range results {
-				res.Notes = append(res.Notes, fmt.Sprintf("1 run, 1 append (lsyncd holds changes for up to its 15 s delay); a change not at DST after %s counts as missed", r.cfg.LagTimeout))
+			for i, res := range results {
+				what := "1 run"
+				if rows[i] == RowLagAppend {
+					what = "1 run of 1 append"
+				}
+				res.Notes = append(res.Notes, fmt.Sprintf("%s (lsyncd holds changes for up to its 15 s delay); a change not at DST after %s counts as missed", what, r.cfg.LagTimeout))
 			}
 		}
 		err := r.lagTool(ctx, tool, rows, repeat)
