@@ -213,7 +213,7 @@ func (r *SyncReport) WriteSVG(w io.Writer) error {
 	title := "livemig bench sync: follow lag of new small files"
 	for _, row := range r.Rows {
 		if row.Key == RowLagSmall {
-			title += " (" + row.Work + ")"
+			title = "livemig bench sync: " + row.Work
 		}
 	}
 	fmt.Fprintf(&b, `<text x="%d" y="22" font-size="14" font-weight="bold">%s</text>`+"\n", left, esc(title))
@@ -238,7 +238,7 @@ func (r *SyncReport) WriteSVG(w io.Writer) error {
 		fmt.Fprintf(&b, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%.0f" stroke="#eee"/>`+"\n", x, top, x, float64(top)+ph)
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" text-anchor="middle">%s ms</text>`+"\n", x, float64(top)+ph+16, trimFloat(math.Pow(10, d)))
 	}
-	for _, s := range []float64{0, 0.5, 0.99, 1} {
+	for _, s := range []float64{0, 0.25, 0.5, 0.75, 0.9, 1} {
 		fmt.Fprintf(&b, `<line x1="%d" y1="%.1f" x2="%.0f" y2="%.1f" stroke="#eee"/>`+"\n", left, yOf(s), float64(left)+pw, yOf(s))
 		fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end">%.0f%%</text>`+"\n", left-4, yOf(s)+4, s*100)
 	}
