@@ -288,6 +288,21 @@ func TestBenchBadUsage(t *testing.T) {
 		{"bench", "downtime", "--matrix", "1by1"},
 		{"bench", "downtime", "--repeat", "0"},
 		{"bench", "downtime", "--rate", "-5"},
+		// bench sync has flags of its own
+		{"bench", "sync", "extra"},
+		{"bench", "sync", "--files", "0"},
+		{"bench", "sync", "--dirs", "30", "--files", "20"},
+		{"bench", "sync", "--big", "12Q"},
+		{"bench", "sync", "--change", "4M", "--big", "4M"},
+		{"bench", "sync", "--peers", "gdb"},
+		{"bench", "sync", "--rows", "nosuch"},
+		{"bench", "sync", "--repeat", "0"},
+		{"bench", "sync", "--lag-rate", "0"},
+		{"bench", "sync", "--lag-timeout", "1ms"},
+		{"bench", "sync", "--fs", "btrfs"},
+		{"bench", "sync", "--procs", "1"},
+		{"bench", "downtime", "--files", "0"},
+		{"bench", "downtime", "--lag-files", "1"},
 	} {
 		var stderr bytes.Buffer
 		code := run(args, io.Discard, &stderr)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -167,33 +166,6 @@ func TestBenchSyncInterruptCleansUp(t *testing.T) {
 	for _, p := range procs {
 		if b, _ := os.ReadFile(p); bytes.Contains(b, []byte(tmp)) {
 			t.Errorf("left running: %s: %q", p, b)
-		}
-	}
-}
-
-// Bad flags: exit 2 with one line, before anything is mounted or started; `bench
-// downtime` keeps its own flags.
-func TestBenchSyncBadUsage(t *testing.T) {
-	for _, args := range [][]string{
-		{"bench", "sync", "extra"},
-		{"bench", "sync", "--files", "0"},
-		{"bench", "sync", "--dirs", "30", "--files", "20"},
-		{"bench", "sync", "--big", "12Q"},
-		{"bench", "sync", "--change", "4M", "--big", "4M"},
-		{"bench", "sync", "--peers", "gdb"},
-		{"bench", "sync", "--rows", "nosuch"},
-		{"bench", "sync", "--repeat", "0"},
-		{"bench", "sync", "--lag-rate", "0"},
-		{"bench", "sync", "--lag-timeout", "1ms"},
-		{"bench", "sync", "--fs", "btrfs"},
-		{"bench", "sync", "--procs", "1"},
-		{"bench", "downtime", "--files", "0"},
-		{"bench", "downtime", "--lag-files", "1"},
-	} {
-		var stderr bytes.Buffer
-		code := run(args, io.Discard, &stderr)
-		if code != exitUsage || strings.Count(strings.TrimSpace(stderr.String()), "\n") != 0 {
-			t.Errorf("%v: exit %d, stderr %q; want 2 and one line", args, code, stderr.String())
 		}
 	}
 }
