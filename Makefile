@@ -17,7 +17,9 @@ lint:
 test: lint
 	$(GO) test $(TESTFLAGS) $(PKGS)
 
-bench: bench-inject bench-downtime
+# The whole matrix of issue 6 (downtime + sync): root, at most 10 minutes on 2 cores;
+# writes bench/results.md (one section each), bench/downtime.svg and bench/sync.svg.
+bench: bench-inject bench-downtime bench-sync
 
 # The downtime matrix of issue 6 (processes x files @ lines/s per file), every method,
 # repeat 3: writes bench/results.md and bench/downtime.svg. Root; a few minutes on 2 cores.
@@ -34,5 +36,9 @@ demo: build
 clean:
 	rm -rf bin
 
-bench-sync:
-	bash bench/sync.sh
+# livemig sync against cp -a, rsync -a, rsync --inplace --no-whole-file and lsyncd (issue 3's
+# rows, both trees on tmpfs), repeat 3: the sync section of bench/results.md and
+# bench/sync.svg. Root; about 3 minutes on 2 cores.
+BENCH_SYNC ?= --repeat 3
+bench-sync: build
+	$(BIN) bench sync $(BENCH_SYNC) --markdown bench/results.md --svg bench/sync.svg

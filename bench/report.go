@@ -203,17 +203,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	fmt.Fprintf(&b, "Measured %s on %s (%d cores, %d MiB, Linux %s, %s); storage: loop-mounted %s (old and new), repeat %d.\n\n",
 		r.Date, r.Machine.CPU, r.Machine.Cores, r.Machine.MemMiB, r.Machine.Kernel, r.Machine.Go, r.FS, r.Repeat)
 	fmt.Fprintf(&b, "Command:\n\n```sh\n%s\n```\n\n", r.Command)
-	rows := r.rows()
-	for i, row := range rows {
-		cells := make([]string, len(row))
-		for j, c := range row {
-			cells[j] = strings.ReplaceAll(c, "|", `\|`)
-		}
-		b.WriteString("| " + strings.Join(cells, " | ") + " |\n")
-		if i == 0 {
-			b.WriteString(strings.Repeat("|---", len(row)) + "|\n")
-		}
-	}
+	writeMarkdownTable(&b, r.rows())
 	b.WriteString(`
 - **pause**: per process, the largest gap between consecutive lines of its files that overlaps
   the migration (for livemig: the gap spanning its freeze..resume instants), from the workload's

@@ -279,8 +279,11 @@ func (f *SignalFreezer) Thaw() error {
 		}
 		p.thawed = true
 		if !p.AlreadyStopped && !p.Exited {
+			// Stamped before the signal: the process cannot run before this instant,
+			// while it may well run before a stamp taken after the call.
+			resumed := time.Now()
 			err := unix.PidfdSendSignal(p.pidfd, unix.SIGCONT, nil, 0)
-			p.ResumedAt = time.Now()
+			p.ResumedAt = resumed
 			if errors.Is(err, unix.ESRCH) {
 				p.Exited = true
 			} else if err != nil {

@@ -78,6 +78,7 @@ func (f *PtraceFreezer) Thaw() error {
 		if !p.ResumedAt.IsZero() || p.Exited {
 			continue
 		}
+		resumed := time.Now() // before the detach: the process cannot run earlier
 		if err := p.ip.Detach(); err != nil {
 			if errors.Is(err, inject.ErrExited) {
 				p.Exited = true
@@ -85,7 +86,7 @@ func (f *PtraceFreezer) Thaw() error {
 			}
 			errs = append(errs, fmt.Errorf("thaw pid %d: %w", pid, err))
 		}
-		p.ResumedAt = time.Now()
+		p.ResumedAt = resumed
 	}
 	return errors.Join(errs...)
 }

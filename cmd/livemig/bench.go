@@ -21,8 +21,9 @@ import (
 func init() {
 	register(&command{
 		name:    "bench",
-		summary: "measure livemig against the manual recipes (bench downtime)",
+		summary: "measure livemig against the manual recipes (bench downtime) and its peers (bench sync)",
 		usage: `bench downtime [flags]
+       (livemig bench sync --help: the mirror against cp, rsync and lsyncd)
 
 downtime: creates its own old and new storage (loop-mounted images, or tmpfs), starts
 writer processes that append "<seq> <CLOCK_MONOTONIC ns>" lines to files they keep open
@@ -49,7 +50,7 @@ Examples:
 			repeat := fs.Int("repeat", 1, "runs of each method per case (the table gives median, min and max)")
 			asJSON := fs.Bool("json", false, "print the result as JSON on stdout (progress goes to stderr)")
 			svg := fs.String("svg", "", "write a timeline plot (SVG) of each method's first run to FILE")
-			markdown := fs.String("markdown", "", "write the results page (table, machine, date, command) to FILE")
+			markdown := fs.String("markdown", "", "write the downtime section (table, machine, date, command) of the results page FILE, keeping its other sections")
 			peers := fs.StringSlice("peers", bench.Peers, "manual recipes run beside livemig: gdb, rsync-remount, or none (one missing its tool is skipped with a note)")
 			livemigModes := fs.StringSlice("livemig", []string{"repoint", "remount"}, "livemig cutovers to run: repoint (SRC -> DST paths), remount (--remount), or none")
 			matrix := fs.StringSlice("matrix", nil, "several cases, each PROCSxFILES[@RATE] (e.g. 1x1@1000,20x8@250); overrides --procs, --files and --rate")
@@ -57,7 +58,7 @@ Examples:
 			after := fs.Duration("after", time.Second, "how long the workload runs after the migration")
 			return func(args []string) error {
 				if len(args) != 1 || args[0] != "downtime" {
-					return usagef("bench takes one argument, the benchmark: downtime (got %q)", strings.Join(args, " "))
+					return usagef("bench takes one argument, the benchmark: downtime or sync, before its flags (got %q)", strings.Join(args, " "))
 				}
 				sz, err := parseBytes(*size)
 				if err != nil {
@@ -100,16 +101,11 @@ Examples:
 				if os.Geteuid() != 0 {
 					return usagef("bench needs root: it mounts its own storage and migrates processes with ptrace")
 				}
-				self, err := os.Executable()
+				self, ctx, stop, progress, err := benchStart(*asJSON)
 				if err != nil {
-					return fmt.Errorf("locate the livemig binary: %w", err)
+					return err
 				}
-				ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 				defer stop()
-				progress := io.Writer(os.Stdout)
-				if *asJSON {
-					progress = os.Stderr
-				}
 				rep := &bench.Report{
 					Benchmark: "downtime",
 					Command:   "livemig " + strings.Join(os.Args[1:], " "),
@@ -129,28 +125,56 @@ Examples:
 				if err != nil {
 					return err
 				}
-				if *svg != "" {
-					if err := writeFileWith(*svg, func(w io.Writer) error {
-						return bench.WriteSVG(w, "livemig bench downtime: write rate around the migration", rep.Panels())
-					}); err != nil {
-						return err
-					}
-				}
-				if *markdown != "" {
-					if err := writeFileWith(*markdown, rep.WriteMarkdown); err != nil {
-						return err
-					}
-				}
-				if *asJSON {
-					enc := json.NewEncoder(os.Stdout)
-					enc.SetIndent("", "  ")
-					return enc.Encode(rep)
-				}
-				fmt.Fprintln(os.Stdout)
-				return rep.WriteText(os.Stdout)
+				return benchFinish(rep, "downtime", *asJSON, *markdown, *svg, func(w io.Writer) error {
+					return bench.WriteSVG(w, "livemig bench downtime: write rate around the migration", rep.Panels())
+				})
 			}
 		},
 	})
+}
+
+// benchStart is what every benchmark needs before it runs: the livemig binary it
+// drives, a context that Ctrl-C and SIGTERM end (call stop when done), and where
+// progress goes (stderr when stdout carries the JSON).
+func benchStart(asJSON bool) (self string, ctx context.Context, stop func(), progress io.Writer, err error) {
+	self, err = os.Executable()
+	if err != nil {
+		return "", nil, nil, nil, fmt.Errorf("locate the livemig binary: %w", err)
+	}
+	ctx, stop = signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	progress = os.Stdout
+	if asJSON {
+		progress = os.Stderr
+	}
+	return self, ctx, stop, progress, nil
+}
+
+// benchReport is the result of a benchmark, as every output needs it.
+type benchReport interface {
+	WriteText(io.Writer) error
+	WriteMarkdown(io.Writer) error
+}
+
+// benchFinish writes a benchmark's outputs: the SVG (when svg is set), its section of
+// the results page (when markdown is set), then the JSON or the table on stdout.
+func benchFinish(rep benchReport, section string, asJSON bool, markdown, svg string, writeSVG func(io.Writer) error) error {
+	if svg != "" {
+		if err := writeFileWith(svg, writeSVG); err != nil {
+			return err
+		}
+	}
+	if markdown != "" {
+		if err := bench.MergeMarkdown(markdown, section, rep.WriteMarkdown); err != nil {
+			return err
+		}
+	}
+	if asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	fmt.Fprintln(os.Stdout)
+	return rep.WriteText(os.Stdout)
 }
 
 // benchMethods turns --livemig and --peers into the list of methods, livemig's first.

@@ -50,18 +50,25 @@ func builtLivemig(t *testing.T) string {
 // runBench runs `livemig bench downtime ARGS --json` and decodes the report.
 func runBench(t *testing.T, args ...string) (*bench.Report, string) {
 	t.Helper()
-	bin := builtLivemig(t)
-	cmd := exec.Command(bin, append([]string{"bench", "downtime", "--json"}, args...)...)
+	var rep bench.Report
+	stderr := runBenchJSON(t, "downtime", &rep, args...)
+	return &rep, stderr
+}
+
+// runBenchJSON runs `livemig bench WHICH --json ARGS` through the built binary, decodes
+// its stdout into out and returns its stderr.
+func runBenchJSON(t *testing.T, which string, out any, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(builtLivemig(t), append([]string{"bench", which, "--json"}, args...)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("livemig bench downtime %s: %v\nstderr:\n%s", strings.Join(args, " "), err, stderr.String())
+		t.Fatalf("livemig bench %s %s: %v\nstderr:\n%s", which, strings.Join(args, " "), err, stderr.String())
 	}
-	var rep bench.Report
-	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+	if err := json.Unmarshal(stdout.Bytes(), out); err != nil {
 		t.Fatalf("--json output does not parse: %v\n%s", err, stdout.String())
 	}
-	return &rep, stderr.String()
+	return stderr.String()
 }
 
 func methodOf(t *testing.T, cr *bench.CaseResult, name string) *bench.MethodResult {
@@ -217,6 +224,19 @@ func TestBenchDowntimeInterruptCleansUp(t *testing.T) {
 	testutil.Start(t, cmd)
 	testutil.Eventually(t, 20*time.Second, "bench's storage mounted", func() bool { return len(mountsUnder(tmp)) >= 4 })
 	time.Sleep(200 * time.Millisecond) // the workload starts
+	interruptBench(t, cmd, &stderr, tmp)
+	loops, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	for _, l := range loops {
+		if b, _ := os.ReadFile(l); strings.HasPrefix(string(b), tmp) {
+			t.Errorf("%s still attached to %s", l, b)
+		}
+	}
+}
+
+// interruptBench sends SIGINT to a running bench and checks that it stops within 20 s,
+// exits 1 saying so, and leaves nothing mounted or behind in tmp (its TMPDIR).
+func interruptBench(t *testing.T, cmd *exec.Cmd, stderr *bytes.Buffer, tmp string) {
+	t.Helper()
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
@@ -232,12 +252,6 @@ func TestBenchDowntimeInterruptCleansUp(t *testing.T) {
 	}
 	if m := mountsUnder(tmp); len(m) > 0 {
 		t.Errorf("left mounted: %v", m)
-	}
-	loops, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
-	for _, l := range loops {
-		if b, _ := os.ReadFile(l); strings.HasPrefix(string(b), tmp) {
-			t.Errorf("%s still attached to %s", l, b)
-		}
 	}
 	if ents, _ := os.ReadDir(tmp); len(ents) > 0 {
 		t.Errorf("left in TMPDIR: %v", ents)
@@ -274,6 +288,21 @@ func TestBenchBadUsage(t *testing.T) {
 		{"bench", "downtime", "--matrix", "1by1"},
 		{"bench", "downtime", "--repeat", "0"},
 		{"bench", "downtime", "--rate", "-5"},
+		// bench sync has flags of its own
+		{"bench", "sync", "extra"},
+		{"bench", "sync", "--files", "0"},
+		{"bench", "sync", "--dirs", "30", "--files", "20"},
+		{"bench", "sync", "--big", "12Q"},
+		{"bench", "sync", "--change", "4M", "--big", "4M"},
+		{"bench", "sync", "--peers", "gdb"},
+		{"bench", "sync", "--rows", "nosuch"},
+		{"bench", "sync", "--repeat", "0"},
+		{"bench", "sync", "--lag-rate", "0"},
+		{"bench", "sync", "--lag-timeout", "1ms"},
+		{"bench", "sync", "--fs", "btrfs"},
+		{"bench", "sync", "--procs", "1"},
+		{"bench", "downtime", "--files", "0"},
+		{"bench", "downtime", "--lag-files", "1"},
 	} {
 		var stderr bytes.Buffer
 		code := run(args, io.Discard, &stderr)

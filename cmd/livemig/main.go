@@ -66,6 +66,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "livemig: unknown command %q (see livemig --help)\n", args[0])
 		return exitUsage
 	}
+	// A command of two words ("bench sync") has flags of its own.
+	if len(args) > 1 {
+		if sc, ok := commands[args[0]+" "+args[1]]; ok {
+			c, args = sc, args[1:]
+		}
+	}
 	fs := pflag.NewFlagSet("livemig "+c.name, pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -106,8 +112,12 @@ func printTopUsage(w io.Writer) {
 		}
 	}
 	sort.Strings(names)
+	width := 9
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-9s %s\n", n, commands[n].summary)
+		width = max(width, len(n))
+	}
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-*s %s\n", width, n, commands[n].summary)
 	}
 	fmt.Fprintln(w, "\nRun 'livemig COMMAND --help' for a command's flags and examples.")
 	fmt.Fprintln(w, "Exit status: 0 done; 1 failed and rolled back; 2 bad usage or input; 3 done with leftovers.")
