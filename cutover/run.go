@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -28,9 +30,16 @@ const (
 // Delta is the final copy: the mirror's flush. Cutover does not know how it is done.
 type Delta interface {
 	// FinalDelta makes DST match SRC for paths (relative to SRC; compared by content)
-	// and for every change seen so far, and stops the mirror for good: after a cutover
-	// the processes write to DST, which no mirror may overwrite.
+	// and for every change seen so far, and stops the mirror writing for good: after a
+	// cutover the processes write to DST, which no mirror may overwrite. It runs inside
+	// the pause.
 	FinalDelta(ctx context.Context, paths []string) error
+	// Release lets go of what the mirror holds, called once a committed cutover has
+	// resumed the processes: closing an inotify instance waits for a kernel grace period
+	// (milliseconds that do not belong in the pause), and the old filesystem cannot be
+	// unmounted while watches and open directories hold it. After a rollback the caller
+	// keeps the mirror and decides.
+	Release() error
 }
 
 // Config is one cutover.
@@ -177,6 +186,10 @@ func (c *cutover) run(ctx context.Context) (err error) {
 	if err := c.startFreezer(); err != nil {
 		return err
 	}
+	// No garbage collection inside the pause: collect now, and let the heap grow until
+	// the processes run again (the pause allocates little).
+	runtime.GC()
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, c.rollback())
@@ -389,6 +402,9 @@ func (c *cutover) commit() error {
 	})
 	if err := c.freezer.Thaw(); err != nil {
 		errs = append(errs, err)
+	}
+	if err := c.cfg.Delta.Release(); err != nil {
+		errs = append(errs, fmt.Errorf("release the mirror: %w", err))
 	}
 	if c.guard != nil {
 		if err := c.guard.Release(); err != nil {

@@ -58,6 +58,8 @@ func (d onceDelta) FinalDelta(ctx context.Context, _ []string) error {
 	return err
 }
 
+func (onceDelta) Release() error { return nil }
+
 // startWriters starts n line writers in src, writing out-0 ... out-(n-1); the first one
 // forks children all the time when forking is set.
 func startWriters(t *testing.T, src string, n int, forking bool) []*child {

@@ -87,6 +87,7 @@ func runCutover(ctx context.Context, cfg cutover.Config, asJSON bool, out io.Wri
 type noDelta struct{}
 
 func (noDelta) FinalDelta(context.Context, []string) error { return nil }
+func (noDelta) Release() error                             { return nil }
 
 // followingMirror is a mirror that follows SRC from before the freeze until the final
 // delta, which flushes it and stops it for good.
@@ -117,9 +118,13 @@ func startMirror(ctx context.Context, src, dst string, log *slog.Logger) (*follo
 // queue, and the flush then copies it without a batch of Follow's in its way.
 func (f *followingMirror) FinalDelta(ctx context.Context, paths []string) error {
 	f.stopFollowing()
-	err := f.m.Flush(ctx, paths)
+	return f.m.Flush(ctx, paths)
+}
+
+// Release closes the mirror, after the processes run again.
+func (f *followingMirror) Release() error {
 	f.stop()
-	return err
+	return nil
 }
 
 func (f *followingMirror) stopFollowing() {

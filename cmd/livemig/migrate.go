@@ -583,9 +583,15 @@ func (b *budgetDelta) FinalDelta(ctx context.Context, paths []string) error {
 	if b.estimate > mg.budget {
 		return &overBudgetError{estimate: b.estimate, budget: mg.budget, paths: lag.DirtyPaths + len(paths), bytes: lag.DirtyBytes + forced}
 	}
-	err := mg.mirror.Flush(ctx, paths)
-	mg.closeMirror() // it holds SRC open: with --remount, the old filesystem must be free
-	return err
+	mg.follower.stop() // the writers are frozen: what is left is queued; no batch in the flush's way
+	return mg.mirror.Flush(ctx, paths)
+}
+
+// Release closes the mirror once the processes run again: it holds SRC open (with
+// --remount the old filesystem must be free), and closing it takes milliseconds.
+func (b *budgetDelta) Release() error {
+	b.mg.closeMirror()
+	return nil
 }
 
 // closeMirror stops following and closes the mirror, keeping its totals for the report.
