@@ -92,9 +92,8 @@ func (noDelta) Release() error                             { return nil }
 // followingMirror is a mirror that follows SRC from before the freeze until the final
 // delta, which flushes it and stops it for good.
 type followingMirror struct {
-	m      *livesync.Mirror
-	cancel context.CancelFunc
-	done   chan error
+	m *livesync.Mirror
+	f *follower
 }
 
 func startMirror(ctx context.Context, src, dst string, log *slog.Logger) (*followingMirror, error) {
@@ -108,16 +107,13 @@ func startMirror(ctx context.Context, src, dst string, log *slog.Logger) (*follo
 		return nil, fmt.Errorf("first mirror pass: %w", err)
 	}
 	log.Info("first mirror pass done", "elapsed", time.Since(start).Round(time.Millisecond))
-	fctx, cancel := context.WithCancel(ctx)
-	f := &followingMirror{m: m, cancel: cancel, done: make(chan error, 1)}
-	go func() { f.done <- m.Follow(fctx) }()
-	return f, nil
+	return &followingMirror{m: m, f: startFollower(m, 0)}, nil
 }
 
 // FinalDelta stops following first: the writers are frozen, so what is left is in the
 // queue, and the flush then copies it without a batch of Follow's in its way.
 func (f *followingMirror) FinalDelta(ctx context.Context, paths []string) error {
-	f.stopFollowing()
+	f.f.stop()
 	return f.m.Flush(ctx, paths)
 }
 
@@ -127,17 +123,9 @@ func (f *followingMirror) Release() error {
 	return nil
 }
 
-func (f *followingMirror) stopFollowing() {
-	if f.cancel != nil {
-		f.cancel()
-		<-f.done
-		f.cancel = nil
-	}
-}
-
 func (f *followingMirror) stop() {
 	if f.m != nil {
-		f.stopFollowing()
+		f.f.stop()
 		f.m.Close()
 		f.m = nil
 	}
