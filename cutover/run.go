@@ -223,7 +223,7 @@ func (c *cutover) run(ctx context.Context) (err error) {
 		}
 	}
 	if err := c.phase("swap", func() error {
-		return c.eachMover(ctx, func(m *mover) error {
+		return c.eachMover(func(m *mover) error {
 			if err := c.hook("before-swap", m.proc.PID); err != nil {
 				return err
 			}
@@ -248,7 +248,7 @@ func (c *cutover) run(ctx context.Context) (err error) {
 		if err := c.freezer.Check(); err != nil {
 			return err
 		}
-		return c.eachMover(ctx, (*mover).verify)
+		return c.eachMover((*mover).verify)
 	}); err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
@@ -377,7 +377,7 @@ func (c *cutover) flushPaths() []string {
 }
 
 // eachMover runs f for every process at once (each has its own tracer thread).
-func (c *cutover) eachMover(ctx context.Context, f func(*mover) error) error {
+func (c *cutover) eachMover(f func(*mover) error) error {
 	var g errgroup.Group
 	g.SetLimit(8)
 	for _, pid := range c.order {
@@ -392,7 +392,7 @@ func (c *cutover) eachMover(ctx context.Context, f func(*mover) error) error {
 func (c *cutover) commit() error {
 	var mu sync.Mutex
 	var errs []error
-	_ = c.eachMover(context.Background(), func(m *mover) error {
+	_ = c.eachMover(func(m *mover) error {
 		if err := m.commit(); err != nil {
 			mu.Lock()
 			errs = append(errs, err) // a spare left open in the process: harmless
