@@ -64,6 +64,7 @@ type fileCopier struct {
 	jobs  int
 	stats *copyStats
 	seq   atomic.Uint64 // temporary names
+	maps  *mapCache     // kept mappings of SRC files (a follower's); nil: none used
 }
 
 // copyResult says what copying one file did.
@@ -109,8 +110,14 @@ func (c *fileCopier) copyFile(srcDir, dstDir int, name string, st, dstSt *unix.S
 			return res, &PathError{Op: "open DST", Err: err}
 		}
 		defer unix.Close(dstFD)
+		var sm *srcMapping
+		if cache != nil && st.Size >= deltaMin && c.maps != nil {
+			if sm = c.maps.get(srcFD, st); sm != nil {
+				defer c.maps.release(sm)
+			}
+		}
 		var wrote bool
-		hashes, wrote, err = c.patch(srcFD, dstFD, st.Size, dstSt.Size, cache)
+		hashes, wrote, err = c.patch(srcFD, dstFD, st.Size, dstSt.Size, cache, sm)
 		if err != nil {
 			return res, err
 		}
@@ -401,50 +408,28 @@ func (c *fileCopier) copyRangeRW(srcFD, dstFD int, off, n int64) error {
 
 // patch brings the existing DST file (dstFD, oldSize bytes) to SRC's content, writing
 // only the blocks that differ. With a cache, a block differs when its hash does (DST is
-// not read); without, DST's block is read and compared. It returns the new hashes and
-// whether anything was written.
-func (c *fileCopier) patch(srcFD, dstFD int, size, oldSize int64, cache *blockCache) ([]uint64, bool, error) {
+// not read); without, DST's block is read and compared. With a mapping of SRC (sm, only
+// given along with a cache), SRC is hashed where it is mapped instead of being read.
+// It returns the new hashes and whether anything was written.
+func (c *fileCopier) patch(srcFD, dstFD int, size, oldSize int64, cache *blockCache, sm *srcMapping) ([]uint64, bool, error) {
 	hashes := make([]uint64, (size+blockSize-1)/blockSize)
 	var wrote atomic.Bool
-	err := c.chunks(size, func(start, end int64) error {
-		sp := bufPool.Get().(*[]byte)
-		dp := bufPool.Get().(*[]byte)
-		defer bufPool.Put(sp)
-		defer bufPool.Put(dp)
-		for off := start; off < end; off += blockSize {
-			n := int(min(blockSize, end-off))
-			buf := (*sp)[:n]
-			h, err := c.readHashed(srcFD, buf, off)
-			if err != nil {
-				return err
+	var err error
+	if sm != nil && cache != nil {
+		err = c.chunksOf(size, mapPiece, func(start, end int64) error {
+			faulted, err := withFaults(func() error {
+				return c.patchMapped(sm.data, dstFD, start, end, oldSize, cache, hashes, &wrote)
+			})
+			if faulted { // SRC shrank under the mapping: read what is left of it
+				return c.patchRead(srcFD, dstFD, start, end, oldSize, cache, hashes, &wrote)
 			}
-			i := off / blockSize
-			hashes[i] = h
-			oldN := min(int64(n), max(0, oldSize-off)) // DST's bytes in this block
-			var same bool
-			switch {
-			case oldN != int64(n):
-				same = false
-			case cache != nil:
-				same = int(i) < len(cache.hashes) && cache.hashes[i] == h
-			default:
-				old := (*dp)[:n]
-				if err := readFull(dstFD, old, off); err != nil {
-					return err
-				}
-				c.stats.bytesRead.Add(int64(n))
-				same = bytes.Equal(old, buf)
-			}
-			if same {
-				continue
-			}
-			if err := c.pwrite(dstFD, buf, off); err != nil {
-				return err
-			}
-			wrote.Store(true)
-		}
-		return nil
-	})
+			return err
+		})
+	} else {
+		err = c.chunks(size, func(start, end int64) error {
+			return c.patchRead(srcFD, dstFD, start, end, oldSize, cache, hashes, &wrote)
+		})
+	}
 	if err != nil {
 		return nil, false, err
 	}
@@ -455,6 +440,82 @@ func (c *fileCopier) patch(srcFD, dstFD int, size, oldSize int64, cache *blockCa
 		wrote.Store(true)
 	}
 	return hashes, wrote.Load(), nil
+}
+
+// patchRead is patch's work on the blocks of [start, end), reading SRC.
+func (c *fileCopier) patchRead(srcFD, dstFD int, start, end, oldSize int64, cache *blockCache, hashes []uint64, wrote *atomic.Bool) error {
+	sp := bufPool.Get().(*[]byte)
+	dp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(sp)
+	defer bufPool.Put(dp)
+	for off := start; off < end; off += blockSize {
+		n := int(min(blockSize, end-off))
+		buf := (*sp)[:n]
+		h, err := c.readHashed(srcFD, buf, off)
+		if err != nil {
+			return err
+		}
+		i := off / blockSize
+		hashes[i] = h
+		oldN := min(int64(n), max(0, oldSize-off)) // DST's bytes in this block
+		var same bool
+		switch {
+		case oldN != int64(n):
+			same = false
+		case cache != nil:
+			same = int(i) < len(cache.hashes) && cache.hashes[i] == h
+		default:
+			old := (*dp)[:n]
+			if err := readFull(dstFD, old, off); err != nil {
+				return err
+			}
+			c.stats.bytesRead.Add(int64(n))
+			same = bytes.Equal(old, buf)
+		}
+		if same {
+			continue
+		}
+		if err := c.pwrite(dstFD, buf, off); err != nil {
+			return err
+		}
+		wrote.Store(true)
+	}
+	return nil
+}
+
+// patchMapped is patch's work on the blocks of [start, end) against the cache, hashing
+// SRC where src maps it. A block that differs is copied out first and hashed again as
+// copied: SRC may change meanwhile, and the hash kept must be that of what DST holds.
+// It faults (see withFaults) if SRC shrinks below end meanwhile.
+func (c *fileCopier) patchMapped(src []byte, dstFD int, start, end, oldSize int64, cache *blockCache, hashes []uint64, wrote *atomic.Bool) error {
+	var bp *[]byte
+	defer func() {
+		if bp != nil {
+			bufPool.Put(bp)
+		}
+	}()
+	for off := start; off < end; off += blockSize {
+		n := min(blockSize, end-off)
+		h := maphash.Bytes(hashSeed, src[off:off+n])
+		c.stats.bytesRead.Add(n)
+		i := off / blockSize
+		oldN := min(n, max(0, oldSize-off)) // DST's bytes in this block
+		if oldN == n && int(i) < len(cache.hashes) && cache.hashes[i] == h {
+			hashes[i] = h
+			continue
+		}
+		if bp == nil {
+			bp = bufPool.Get().(*[]byte)
+		}
+		buf := (*bp)[:n]
+		copy(buf, src[off:off+n])
+		hashes[i] = maphash.Bytes(hashSeed, buf)
+		if err := c.pwrite(dstFD, buf, off); err != nil {
+			return err
+		}
+		wrote.Store(true)
+	}
+	return nil
 }
 
 // readHashed fills buf from SRC at off and returns its hash.

@@ -77,6 +77,7 @@ func New(opts Options) (*Mirror, error) {
 		watchedByID: map[fileID]string{},
 	}
 	m.t.idx = newIndex()
+	m.t.copier.maps = newMapCache()
 	m.t.watchDir = m.watchDir
 	if m.watcher, err = fsnotify.NewBufferedWatcher(4096); err != nil {
 		m.closeRoots()
@@ -95,6 +96,7 @@ func New(opts Options) (*Mirror, error) {
 }
 
 func (m *Mirror) closeRoots() {
+	m.t.copier.maps.close() // a kept mapping holds a SRC file open
 	unix.Close(m.t.srcRoot)
 	unix.Close(m.t.dstRoot)
 }
