@@ -216,7 +216,7 @@ func (f *SignalFreezer) waitStopped(ctx context.Context, procs []*signalFrozen) 
 		if polls < 50 {
 			runtime.Gosched()
 		} else {
-			time.Sleep(200 * time.Microsecond)
+			time.Sleep(50 * time.Microsecond) // the pause waits on this: keep it short
 		}
 	}
 }
