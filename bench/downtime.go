@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"sort"
 	"time"
+
+	"github.com/livemig/livemig/cutover"
 )
 
 // Config is one `livemig bench downtime` invocation.
@@ -63,17 +65,17 @@ type ProcResult struct {
 
 // RunResult is one run of one method.
 type RunResult struct {
-	Method      string         `json:"method"`
-	Repeat      int            `json:"repeat"`
-	PauseNS     int64          `json:"pause_ns"`     // the largest pause of any process
-	TotalNS     int64          `json:"total_ns"`     // the migration from start to end
-	IntegrityOK bool           `json:"integrity_ok"` // every file of every process OK
-	Integrity   Integrity      `json:"integrity"`    // summed over every file
-	Processes   []ProcResult   `json:"processes"`    // the writers (the dirty writer is not measured)
-	Notes       []string       `json:"notes,omitempty"`
-	Error       string         `json:"error,omitempty"`
-	Report      *CutoverReport `json:"cutover_report,omitempty"`
-	Timeline    *Timeline      `json:"timeline,omitempty"`
+	Method      string          `json:"method"`
+	Repeat      int             `json:"repeat"`
+	PauseNS     int64           `json:"pause_ns"`     // the largest pause of any process
+	TotalNS     int64           `json:"total_ns"`     // the migration from start to end
+	IntegrityOK bool            `json:"integrity_ok"` // every file of every process OK
+	Integrity   Integrity       `json:"integrity"`    // summed over every file
+	Processes   []ProcResult    `json:"processes"`    // the writers (the dirty writer is not measured)
+	Notes       []string        `json:"notes,omitempty"`
+	Error       string          `json:"error,omitempty"`
+	Report      *cutover.Report `json:"cutover_report,omitempty"`
+	Timeline    *Timeline       `json:"timeline,omitempty"`
 }
 
 // MethodResult is every run of one method in one case.

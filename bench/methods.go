@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/livemig/livemig/cutover"
 )
 
 // The migration methods bench compares, on identical workloads.
@@ -63,7 +65,7 @@ type migration struct {
 	windows    map[int]Window
 	reported   map[int]int64 // pause per pid as the method itself reports it (livemig)
 	notes      []string
-	report     *CutoverReport
+	report     *cutover.Report
 }
 
 // env is what a method works on.
@@ -123,49 +125,6 @@ func lastLines(s string, n int) string {
 
 // ---- livemig ----
 
-// CutoverReport is the document `livemig cutover --json` prints (the command-line
-// contract); every *_ns is CLOCK_MONOTONIC, the clock of the workload's lines.
-type CutoverReport struct {
-	Src       string          `json:"src"`
-	Dst       string          `json:"dst"`
-	Remount   bool            `json:"remount"`
-	Freeze    string          `json:"freeze"`
-	Result    string          `json:"result"`
-	Error     string          `json:"error,omitempty"`
-	Clock     string          `json:"clock"`
-	Phases    []CutoverPhase  `json:"phases"`
-	Processes []CutoverProc   `json:"processes"`
-	Leftovers []CutoverLeftov `json:"leftovers"`
-}
-
-// CutoverPhase is one phase of the cutover.
-type CutoverPhase struct {
-	Name       string `json:"name"`
-	StartNS    int64  `json:"start_ns"`
-	DurationNS int64  `json:"duration_ns"`
-}
-
-// CutoverProc is one process of the cutover.
-type CutoverProc struct {
-	PID       int             `json:"pid"`
-	Comm      string          `json:"comm"`
-	FrozenNS  int64           `json:"frozen_ns"`
-	ResumedNS int64           `json:"resumed_ns"`
-	PauseNS   int64           `json:"pause_ns"`
-	FDsMoved  int             `json:"fds_moved"`
-	CwdMoved  bool            `json:"cwd_moved"`
-	MapsMoved int             `json:"maps_moved"`
-	Leftovers []CutoverLeftov `json:"leftovers"`
-}
-
-// CutoverLeftov is something the cutover could not move.
-type CutoverLeftov struct {
-	PID    int    `json:"pid,omitempty"`
-	What   string `json:"what"`
-	Path   string `json:"path"`
-	Reason string `json:"reason"`
-}
-
 // runLivemig drives livemig as a user would: a mirror pass first (livemig sync --once),
 // then livemig cutover --json [--remount] SRC DST.
 func runLivemig(ctx context.Context, e *env, remount bool) (*migration, error) {
@@ -203,7 +162,7 @@ func runLivemig(ctx context.Context, e *env, remount bool) (*migration, error) {
 	if code == 2 && strings.Contains(stderr.String(), "unknown command") {
 		return nil, errUnavailable{`livemig cutover is not in this build ("unknown command")`}
 	}
-	var rep CutoverReport
+	var rep cutover.Report // the document `livemig cutover --json` prints
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
 		return nil, fmt.Errorf("%s %s: exit %d (%v), report does not parse: %v; stderr: %s",
 			e.livemig, strings.Join(args, " "), code, runErr, err, lastLines(stderr.String(), 5))
@@ -217,10 +176,10 @@ func runLivemig(ctx context.Context, e *env, remount bool) (*migration, error) {
 		return m, fmt.Errorf("livemig cutover exit %d, result %q: %s", code, rep.Result, rep.Error)
 	}
 	for _, p := range rep.Processes {
-		if p.FrozenNS > 0 && p.ResumedNS >= p.FrozenNS {
-			m.windows[p.PID] = Window{p.FrozenNS, p.ResumedNS}
+		if p.FrozenNs > 0 && p.ResumedNs >= p.FrozenNs {
+			m.windows[p.PID] = Window{p.FrozenNs, p.ResumedNs}
 		}
-		m.reported[p.PID] = p.PauseNS
+		m.reported[p.PID] = p.PauseNs
 	}
 	for _, pid := range e.wl.PIDs() {
 		if _, ok := m.windows[pid]; !ok {
