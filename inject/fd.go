@@ -110,19 +110,7 @@ func (p *Process) swap(fd int, path string) error {
 	if err != nil {
 		return err
 	}
-	// One batch: open the new file, set the offset, put it on fd's number, close the
-	// temporary fd. A directory is reopened at its start (see Swap).
-	calls := []Call{{Name: "openat", Nr: unix.SYS_OPENAT, Args: []Arg{Val(atFdcwd), Val(pathAddr), Val(uintptr(st.Flags &^ flagsNeverReopened)), Val(0)}}}
-	if st.Offset > 0 && st.Flags&unix.O_DIRECTORY == 0 {
-		calls = append(calls, Call{Name: "lseek", Nr: unix.SYS_LSEEK, Args: []Arg{ResultOf(0), Val(uintptr(st.Offset)), Val(unix.SEEK_SET)}})
-	}
-	var dupFlags uintptr
-	if st.Cloexec {
-		dupFlags = unix.O_CLOEXEC
-	}
-	calls = append(calls,
-		Call{Name: "dup3", Nr: unix.SYS_DUP3, Args: []Arg{ResultOf(0), Val(uintptr(fd)), Val(dupFlags)}},
-		Call{Name: "close", Nr: unix.SYS_CLOSE, Args: []Arg{ResultOf(0)}})
+	calls := reopenCalls(fd, st, pathAddr, 0)
 	done, err := p.batch(calls)
 	if err != nil && len(done) > 0 && len(done) < len(calls)-1 {
 		// The new file is open but not in place: close it, fd is as it was.
@@ -131,6 +119,24 @@ func (p *Process) swap(fd int, path string) error {
 		}
 	}
 	return err
+}
+
+// reopenCalls are the calls of a swap, to be made as one batch whose call number open is
+// the first of them: open the new file (the temporary fd), set the offset, put it on
+// fd's number, close the temporary fd. A directory is reopened at its start (see Swap).
+func reopenCalls(fd int, st FdState, pathAddr uintptr, open int) []Call {
+	tmp := ResultOf(open)
+	calls := []Call{{Name: "openat", Nr: unix.SYS_OPENAT, Args: []Arg{Val(atFdcwd), Val(pathAddr), Val(uintptr(st.Flags &^ flagsNeverReopened)), Val(0)}}}
+	if st.Offset > 0 && st.Flags&unix.O_DIRECTORY == 0 {
+		calls = append(calls, Call{Name: "lseek", Nr: unix.SYS_LSEEK, Args: []Arg{tmp, Val(uintptr(st.Offset)), Val(unix.SEEK_SET)}})
+	}
+	var dupFlags uintptr
+	if st.Cloexec {
+		dupFlags = unix.O_CLOEXEC
+	}
+	return append(calls,
+		Call{Name: "dup3", Nr: unix.SYS_DUP3, Args: []Arg{tmp, Val(uintptr(fd)), Val(dupFlags)}},
+		Call{Name: "close", Nr: unix.SYS_CLOSE, Args: []Arg{tmp}})
 }
 
 // checkSwapTarget refuses, before anything is injected, a path that is not a regular file
@@ -360,20 +366,9 @@ func (p *Process) swapBatch(reqs []SwapRequest) ([]Spare, error) {
 			break
 		}
 		first := len(calls)
-		calls = append(calls,
-			Call{Name: "fcntl F_DUPFD_CLOEXEC", Nr: unix.SYS_FCNTL, Args: []Arg{Val(uintptr(r.Fd)), Val(unix.F_DUPFD_CLOEXEC), Val(uintptr(base))}},
-			Call{Name: "openat", Nr: unix.SYS_OPENAT, Args: []Arg{Val(atFdcwd), Val(pathAddr), Val(uintptr(st.Flags &^ flagsNeverReopened)), Val(0)}})
-		if st.Offset > 0 && st.Flags&unix.O_DIRECTORY == 0 {
-			calls = append(calls, Call{Name: "lseek", Nr: unix.SYS_LSEEK, Args: []Arg{ResultOf(first + 1), Val(uintptr(st.Offset)), Val(unix.SEEK_SET)}})
-		}
-		var dupFlags uintptr
-		if st.Cloexec {
-			dupFlags = unix.O_CLOEXEC
-		}
-		dup3 := len(calls)
-		calls = append(calls,
-			Call{Name: "dup3", Nr: unix.SYS_DUP3, Args: []Arg{ResultOf(first + 1), Val(uintptr(r.Fd)), Val(dupFlags)}},
-			Call{Name: "close", Nr: unix.SYS_CLOSE, Args: []Arg{ResultOf(first + 1)}})
+		calls = append(calls, Call{Name: "fcntl F_DUPFD_CLOEXEC", Nr: unix.SYS_FCNTL, Args: []Arg{Val(uintptr(r.Fd)), Val(unix.F_DUPFD_CLOEXEC), Val(uintptr(base))}})
+		calls = append(calls, reopenCalls(r.Fd, st, pathAddr, first+1)...)
+		dup3 := len(calls) - 2
 		plans = append(plans, plan{st: st, first: first, dup3: dup3})
 	}
 	if len(calls) == 0 {
