@@ -81,7 +81,11 @@ func (m *mover) swap() error {
 				}
 			}
 		}
-		if err := m.swapFDs(files); err != nil {
+		targets := make([]string, len(files))
+		for i, fd := range files {
+			targets[i] = m.paths.new(fd.Rel)
+		}
+		if err := m.swapFDs(files, targets); err != nil {
 			return err
 		}
 		for _, loc := range p.Cwd {
@@ -111,13 +115,13 @@ func (m *mover) leftover(what, path, reason string) {
 	m.leftovers = append(m.leftovers, Leftover{What: what, Path: path, Reason: reason})
 }
 
-// swapFDs re-points fds at their paths on the new storage, all in a few batches, keeping
+// swapFDs re-points fds at targets, all in a few batches, keeping
 // a spare of each old file for the undo, and takes again on the new files the locks the
 // process held on the old ones.
-func (m *mover) swapFDs(fds []FD) error {
+func (m *mover) swapFDs(fds []FD, targets []string) error {
 	reqs := make([]inject.SwapRequest, len(fds))
 	for i, fd := range fds {
-		reqs[i] = inject.SwapRequest{Fd: fd.Num, Path: m.paths.new(fd.Rel), Known: fd.state()}
+		reqs[i] = inject.SwapRequest{Fd: fd.Num, Path: targets[i], Known: fd.state()}
 	}
 	spares, err := m.ip.SwapAll(reqs)
 	for i, spare := range spares {
@@ -168,13 +172,7 @@ func (m *mover) swapDeleted(fd FD) error {
 		return fmt.Errorf("copy deleted file %s (fd %d of pid %d): %w", fd.Path, fd.Num, m.proc.PID, err)
 	}
 	defer os.Remove(hidden)
-	spares, err := m.ip.SwapAll([]inject.SwapRequest{{Fd: fd.Num, Path: hidden, Known: fd.state()}})
-	if len(spares) == 1 {
-		if lerr := m.swapped(fd, hidden, spares[0]); err == nil {
-			err = lerr
-		}
-	}
-	return err
+	return m.swapFDs([]FD{fd}, []string{hidden})
 }
 
 func copyOpenFile(from, to string, mode uint32) error {
