@@ -20,16 +20,19 @@ import (
 //	            + (bytes of files open for writing or mapped shared, and of deleted but
 //	              open files) / copy rate: those are read whole inside the pause.
 //
-// The constants were measured on the 2-core development machine with `livemig cutover
-// --json` (the longest pause of the report against processes, threads and fds; see
-// README, "Predicting the pause"). They are deliberately on the high side: a prediction
-// is a promise to an operator, and an early finish is no harm. Processes are frozen,
-// swapped and verified up to eight at a time, which the per-process cost averages in.
+// The constants are fitted to `make bench-downtime` on the idle 2-core development
+// machine (2026-11-21 12:20 UTC; README, "Results"): the worst pause a writer saw was
+// 2.5 ms for 1 process with 1 fd and its cwd, 12.3 ms for 1 process with 64 fds, 49.5 ms
+// for 20 processes with 8 fds each; the model gives 3.0, 12.5 and 52.5 ms. The thread
+// cost is twice what attach+detach adds per thread (`make bench-inject`: 1.74 ms for 64
+// threads, 0.26 ms for 1). They are deliberately on the high side: a prediction is a
+// promise to an operator, and an early finish is no harm. Processes are frozen, swapped
+// and verified up to eight at a time, which the per-process cost averages in.
 const (
-	pauseBase       = 8 * time.Millisecond // guardian round trip, freeze rescan, flush barrier, remount, commit
-	pausePerProcess = 2 * time.Millisecond // stop, seize, inject setup, verify, resume
-	pausePerThread  = 300 * time.Microsecond
-	pausePerItem    = 250 * time.Microsecond // one remote open+dup3 (or mmap), its spare, its check
+	pauseBase       = 1500 * time.Microsecond // rescan after the freeze, flush barrier, remount, commit
+	pausePerProcess = 1200 * time.Microsecond // stop, attach, inject setup, verify, resume
+	pausePerThread  = 50 * time.Microsecond
+	pausePerItem    = 150 * time.Microsecond // its share of a batch of swaps, its spare, its check
 	// defaultCopyRate is used when no running mirror has measured one (bytes/s): a page
 	// cache read on this class of machine, halved.
 	defaultCopyRate = 500e6
