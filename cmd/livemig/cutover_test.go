@@ -28,6 +28,7 @@ type writer struct {
 	start func(t *testing.T, dir string) *exec.Cmd // started, its stdout said "ready"
 	files []string                                 // files under dir holding lines 0..N
 	skip  map[string]int64                         // bytes before the first line
+	held  int                                      // fds it keeps open under dir all along
 }
 
 var (
@@ -61,9 +62,9 @@ func writers(t *testing.T) []writer {
 		return startReady(t, exec.Command("bash", "-c", script, "bash", dir))
 	}
 	return []writer{
-		{name: "c", start: cWriter, files: []string{"plain", "append", "rdwr", "cloexec", "cwdfile"}, skip: map[string]int64{"rdwr": 12345}},
-		{name: "go", start: goWriter, files: []string{"plain", "append", "cloexec", "cwdfile"}},
-		{name: "bash", start: bashWriter, files: []string{"plain", "append", "cwdfile"}},
+		{name: "c", start: cWriter, files: []string{"plain", "append", "rdwr", "cloexec", "cwdfile"}, skip: map[string]int64{"rdwr": 12345}, held: 5},
+		{name: "go", start: goWriter, files: []string{"plain", "append", "cloexec", "cwdfile"}, held: 3},
+		{name: "bash", start: bashWriter, files: []string{"plain", "append", "cwdfile"}, held: 2},
 	}
 }
 
@@ -147,10 +148,19 @@ func TestCutoverMovesWriters(t *testing.T) {
 				}
 				newDev := st.Dev
 				after := fdFlags(t, cmd.Process.Pid, final)
+				compared := 0
 				for fd, fl := range before {
-					if a, ok := after[fd]; ok && a != fl { // (bash's redirections come and go)
+					a, ok := after[fd] // (cwdfile and bash's redirections come and go)
+					if !ok {
+						continue
+					}
+					compared++
+					if a != fl {
 						t.Errorf("fd %d: flags %o before, %o after", fd, fl, a)
 					}
+				}
+				if compared < w.held {
+					t.Errorf("flags compared on %d fds, but the writer holds %d under the tree (before %v, after %v)", compared, w.held, before, after)
 				}
 				assertNothingOn(t, cmd.Process.Pid, newDev, src)
 				_ = unix.Kill(-cmd.Process.Pid, unix.SIGKILL)
